@@ -1,0 +1,131 @@
+"""The Jupyter server extension: configuration (traitlets), wiring, and the handler list."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Unicode, default
+
+from . import __version__
+from .catalog import Catalog, load_catalog
+from .context import OsireContext
+from .deployments import DeploymentService
+from .errors import ConfigError
+from .monitor import Monitor
+from .render import ScriptRenderer
+from .schedulers import choose_scheduler
+from .spec import SiteLimits
+from .store import Store
+
+LOGGER_NAME = "jupyter_osire_llm"
+
+
+class OsireLLM(ExtensionApp):
+    name = "jupyter_osire_llm"
+    description = "Launch LLM engines as Slurm jobs and call them with the OpenAI client."
+
+    scheduler = CaselessStrEnum(
+        ["auto", "pyslurm", "slurm", "local"], default_value="auto", config=True,
+        help="Scheduler backend: auto (pyslurm, else Slurm CLI, else local), pyslurm, slurm, local.")
+    catalog = Unicode("", config=True, help="Path of the site's model catalog (YAML).")
+    job_root = Unicode(config=True, help="Folder for job scripts, logs and endpoint files, on a "
+                       "filesystem shared with the compute nodes.")
+    db_path = Unicode(config=True, help="SQLite file holding the user's deployments.")
+    templates_dir = Unicode("", config=True,
+                            help="Site folder of batch script templates (falls back to ours).")
+    allowed_partitions = List(Unicode(), config=True, help="Partitions users may pick; empty: any.")
+    allowed_accounts = List(Unicode(), config=True, help="Accounts users may pick; empty: any.")
+    max_gpus = Int(8, config=True, help="Most GPUs one replica may ask for.")
+    max_time = Unicode("", config=True, help="Longest time limit (Slurm syntax); empty: none.")
+    max_deployments = Int(4, config=True, help="Most live deployments per user.")
+    max_replicas = Int(4, config=True, help="Most replicas per deployment.")
+    local_gpus = Int(0, config=True, help="GPU slots the local backend hands out.")
+    command_timeout = Float(15.0, config=True, help="Seconds before a scheduler command fails.")
+    engine_host = Unicode("", config=True, help="Host the proxy uses to reach engines; empty: "
+                          "the compute node's hostname (127.0.0.1 with the local backend).")
+    monitor_fast_interval = Float(0.5, config=True, help="Seconds between monitor cycles while "
+                                  "something is queued, starting or stopping.")
+    monitor_slow_interval = Float(5.0, config=True, help="Seconds between cycles when stable.")
+    static_endpoints = Dict(config=True, help="Models served outside Slurm: {name: {'url': ..., "
+                            "'api_key': ..., 'model': <upstream name, optional>}}.")
+    proxy_max_body_size = Int(32 * 1024 * 1024, config=True, help="Largest request body (bytes).")
+    proxy_connect_timeout = Float(10.0, config=True, help="Seconds to connect to an engine.")
+    proxy_idle_timeout = Float(300.0, config=True, help="Seconds a request or stream may wait "
+                               "for the next bytes from an engine (not a total limit).")
+    proxy_retries = Int(2, config=True, help="Other replicas tried when one refuses to connect.")
+    log_level_name = Unicode("INFO", config=True, help="Log level of the extension's logger.")
+
+    @default("job_root")
+    def _default_job_root(self) -> str:
+        return str(Path.home() / ".osire" / "jobs")
+
+    @default("db_path")
+    def _default_db_path(self) -> str:
+        return str(Path(jupyter_data_dir()) / "osire" / "state.sqlite")
+
+    def initialize_settings(self) -> None:
+        logger = logging.getLogger(LOGGER_NAME)
+        logger.setLevel(self.log_level_name.upper())
+        if not logger.handlers:
+            logger.parent = self.log
+        catalog = self._load_catalog()
+        scheduler, why = choose_scheduler(self.scheduler, state_dir=Path(self.job_root).parent /
+                                          "local-scheduler", local_gpus=self.local_gpus,
+                                          command_timeout=self.command_timeout)
+        self.log.info("jupyter-osire-llm %s: scheduler %s (%s)", __version__, scheduler.name, why)
+        local = scheduler.name == "local"
+        service = DeploymentService(
+            catalog=catalog, scheduler=scheduler, store=Store(Path(self.db_path)),
+            renderer=ScriptRenderer(self.templates_dir or None), job_root=Path(self.job_root),
+            limits=SiteLimits(self.allowed_partitions, self.allowed_accounts, self.max_gpus,
+                              self.max_time, self.max_deployments, self.max_replicas),
+            advertise_host=self.engine_host or ("127.0.0.1" if local else ""),
+            bind_host="127.0.0.1" if local else "0.0.0.0")
+        monitor = Monitor(service, scheduler, fast_interval=self.monitor_fast_interval,
+                          slow_interval=self.monitor_slow_interval)
+        context = OsireContext(version=__version__, scheduler=scheduler, scheduler_reason=why,
+                               catalog=catalog, service=service, monitor=monitor,
+                               catalog_problems=catalog.problems)
+        self._attach_proxy(context)
+        self.settings["osire"] = context
+
+    def _load_catalog(self) -> Catalog:
+        try:
+            catalog = load_catalog(self.catalog)
+        except ConfigError as exc:
+            self.log.error("jupyter-osire-llm: %s", exc.message)
+            return Catalog(problems=[exc.message], source=self.catalog)
+        for problem in catalog.problems:
+            self.log.error("jupyter-osire-llm catalog: %s", problem)
+        self.log.info("jupyter-osire-llm catalog: %d model(s) from %s", len(catalog.models),
+                      catalog.source or "nowhere")
+        return catalog
+
+    def _attach_proxy(self, context: OsireContext) -> None:
+        """Router and upstream client for /osire/v1 (see router.py and proxy.py)."""
+        try:
+            from .proxy import build_proxy
+        except ImportError:  # the proxy module is optional while it is being built
+            return
+        context.router, context.proxy = build_proxy(self, context.service)
+
+    def initialize_handlers(self) -> None:
+        from .handlers import default_handlers
+        self.handlers.extend(default_handlers())
+
+    async def _start_jupyter_server_extension(self, serverapp) -> None:  # type: ignore[override]
+        context: OsireContext = self.settings["osire"]
+        context.monitor.start()
+        if context.proxy is not None and hasattr(context.proxy, "start"):
+            await context.proxy.start()
+
+    async def stop_extension(self) -> None:
+        context: OsireContext = self.settings.get("osire")
+        if context is None:
+            return
+        await context.monitor.stop()
+        if context.proxy is not None and hasattr(context.proxy, "close"):
+            await context.proxy.close()
+        context.service.store.close()

@@ -1,0 +1,197 @@
+"""The site catalog: which models users may launch, on which engine, with which defaults.
+
+A broken entry is reported (one message per bad entry) and skipped; the good entries still load.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+from .errors import ConfigError, NotFound, RequestError
+from .schedulers.base import Resources
+from .spec import parse_resources
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+_ARG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+ENGINE_KINDS = ("vllm", "openai")   # vllm: derive vLLM args; openai: any OpenAI-style server
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    command: str                       # shell words, admin-controlled
+    kind: str = "vllm"
+    setup: str = ""                    # shell lines run before the engine (module load, venv)
+    env: Mapping[str, str] = field(default_factory=dict)
+    template: str = "engine.sh.j2"
+    guard: bool = True                 # load engine_guard (vLLM --middleware) to key every route
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    model: str
+    engine: Engine
+    description: str = ""
+    resources: Resources = field(default_factory=Resources)
+    engine_args: Mapping[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    setup: str = ""
+
+    def public(self) -> dict[str, Any]:
+        """What users see: no engine internals, env or setup lines."""
+        return {"name": self.name, "model": self.model, "engine": self.engine.name,
+                "description": self.description,
+                "resources": {k: v for k, v in vars(self.resources).items() if v is not None}}
+
+
+@dataclass
+class Catalog:
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    source: str = ""
+
+    def get(self, name: str) -> ModelEntry:
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise NotFound(f"model {name!r} is not in the catalog; known models: {known}",
+                           field="model") from None
+
+    def public(self) -> list[dict[str, Any]]:
+        return [entry.public() for entry in self.models.values()]
+
+
+def load_catalog(path: Optional[str]) -> Catalog:
+    """Load the catalog YAML; a missing or unreadable file is a ConfigError."""
+    if not path:
+        return Catalog(problems=["no catalog configured (c.OsireLLM.catalog)"], source="")
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"catalog {path}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"catalog {path}: not valid YAML: {exc}") from exc
+    catalog = parse_catalog(raw or {})
+    catalog.source = str(path)
+    return catalog
+
+
+def parse_catalog(raw: Any) -> Catalog:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("catalog: the top level must be a mapping with 'models' and 'engines'")
+    catalog = Catalog()
+    engines = _parse_engines(raw.get("engines") or {}, catalog.problems)
+    models = raw.get("models") or []
+    if not isinstance(models, list):
+        raise ConfigError("catalog: 'models' must be a list")
+    for index, item in enumerate(models):
+        label = item.get("name", f"#{index}") if isinstance(item, Mapping) else f"#{index}"
+        try:
+            entry = _parse_model(item, engines)
+        except (RequestError, ValueError, TypeError) as exc:
+            catalog.problems.append(f"models[{index}] ({label}): {_message(exc)}")
+            continue
+        if entry.name in catalog.models:
+            catalog.problems.append(f"models[{index}] ({label}): duplicate name, entry skipped")
+            continue
+        catalog.models[entry.name] = entry
+    return catalog
+
+
+def _message(exc: Exception) -> str:
+    return exc.message if isinstance(exc, RequestError) else str(exc)
+
+
+def _parse_engines(raw: Any, problems: list[str]) -> dict[str, Engine]:
+    if not isinstance(raw, Mapping):
+        problems.append("engines: must be a mapping of name -> engine")
+        return {}
+    engines = {}
+    for name, spec in raw.items():
+        try:
+            engines[name] = _parse_engine(str(name), spec)
+        except ValueError as exc:
+            problems.append(f"engines.{name}: {exc}")
+    return engines
+
+
+def _parse_engine(name: str, spec: Any) -> Engine:
+    if not isinstance(spec, Mapping):
+        raise ValueError("must be a mapping with at least 'command'")
+    _no_unknown(spec, {"command", "kind", "setup", "env", "template", "guard"})
+    command = spec.get("command")
+    if not isinstance(command, str) or not command.strip() or "\n" in command:
+        raise ValueError("'command' must be one line of shell words")
+    kind = spec.get("kind", "vllm")
+    if kind not in ENGINE_KINDS:
+        raise ValueError(f"'kind' must be one of {', '.join(ENGINE_KINDS)}, got {kind!r}")
+    return Engine(name=name, command=command.strip(), kind=kind, setup=_text(spec, "setup"),
+                  env=_env(spec.get("env")), template=str(spec.get("template", "engine.sh.j2")),
+                  guard=bool(spec.get("guard", kind == "vllm")))
+
+
+def _parse_model(item: Any, engines: Mapping[str, Engine]) -> ModelEntry:
+    if not isinstance(item, Mapping):
+        raise ValueError("must be a mapping")
+    _no_unknown(item, {"name", "model", "engine", "description", "resources", "engine_args",
+                       "env", "setup"})
+    name = item.get("name")
+    if not isinstance(name, str) or not _MODEL_NAME.match(name):
+        raise ValueError(f"'name' {name!r} must be 1-128 of letters, digits, '_.:/-'")
+    model = item.get("model")
+    if not isinstance(model, str) or not model.strip() or "\n" in model:
+        raise ValueError("'model' must be a path or hub id")
+    engine_name = item.get("engine", "vllm")
+    if engine_name not in engines:
+        raise ValueError(f"engine {engine_name!r} is not defined under 'engines'")
+    return ModelEntry(name=name, model=model, engine=engines[engine_name],
+                      description=str(item.get("description", "")),
+                      resources=parse_resources(item.get("resources")),
+                      engine_args=_engine_args(item.get("engine_args")),
+                      env=_env(item.get("env")), setup=_text(item, "setup"))
+
+
+def _engine_args(raw: Any) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ValueError("'engine_args' must be a mapping of flag -> value")
+    for key, value in raw.items():
+        if not _ARG_NAME.match(str(key)):
+            raise ValueError(f"engine_args: {key!r} is not a flag name")
+        if not isinstance(value, (str, int, float, bool)) and value is not None:
+            raise ValueError(f"engine_args.{key}: must be a scalar, got {type(value).__name__}")
+    return dict(raw)
+
+
+def _env(raw: Any) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ValueError("'env' must be a mapping of NAME -> value")
+    for key in raw:
+        if not _ENV_NAME.match(str(key)):
+            raise ValueError(f"env: {key!r} is not an environment variable name")
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def _text(spec: Mapping, key: str) -> str:
+    value = spec.get(key, "")
+    if not isinstance(value, str):
+        raise ValueError(f"'{key}' must be text")
+    return value
+
+
+def _no_unknown(spec: Mapping, known: set[str]) -> None:
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; known: "
+                         f"{', '.join(sorted(known))}")
+

@@ -1,0 +1,25 @@
+"""The services the extension places in the tornado settings at start-up (``settings["osire"]``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .catalog import Catalog
+from .deployments import DeploymentService
+from .monitor import Monitor
+from .schedulers.base import Scheduler
+
+
+@dataclass
+class OsireContext:
+    version: str
+    scheduler: Scheduler
+    scheduler_reason: str
+    catalog: Catalog
+    service: DeploymentService
+    monitor: Monitor
+    router: Any = None                     # router.Router (typed loosely: built after the service)
+    proxy: Any = None                      # proxy.UpstreamProxy
+    catalog_problems: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    log_level_setter: Optional[Any] = None

@@ -1,0 +1,117 @@
+"""The one exception tree of jupyter-osire-llm.
+
+    OsireError
+    ├── ConfigError            site configuration or catalog is unusable
+    ├── RequestError           a caller's input is wrong (HTTP 400)
+    │   └── LimitExceeded      valid, but over a site limit (HTTP 400)
+    ├── NotFound               unknown model, deployment or route (HTTP 404)
+    ├── Conflict               the request clashes with current state (HTTP 409)
+    ├── SchedulerError         the batch system failed us (HTTP 503)
+    │   ├── SchedulerUnavailable   command missing, controller down
+    │   ├── SchedulerTimeout       a command did not answer in time
+    │   ├── SchedulerOutputError   output we cannot parse
+    │   ├── SubmitRejected         the scheduler refused the job
+    │   └── PermissionDenied       not the caller's job
+    └── UpstreamError          an engine failed us (HTTP 502)
+        ├── ModelNotReady      queued or starting (HTTP 503, Retry-After)
+        └── UpstreamTimeout    (HTTP 504)
+
+Errors from libraries underneath are translated where they enter (``raise ... from exc``);
+handlers map this tree to HTTP statuses in one place (``handlers/base.py``).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+
+class OsireError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, field: Optional[str] = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.extra = extra
+
+    def to_openai(self) -> dict[str, Any]:
+        """The OpenAI error shape: ``{"error": {"message", "type", "code", "param"}}``."""
+        error: dict[str, Any] = {"message": self.message, "type": self.type, "code": self.code,
+                                 "param": self.field}
+        error.update(self.extra)
+        return {"error": error}
+
+
+class ConfigError(OsireError):
+    code = "config_error"
+
+
+class RequestError(OsireError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_value"
+
+
+class LimitExceeded(RequestError):
+    code = "limit_exceeded"
+
+
+class NotFound(OsireError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class Conflict(OsireError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class SchedulerError(OsireError):
+    status = 503
+    type = "scheduler_error"
+    code = "scheduler_error"
+
+
+class SchedulerUnavailable(SchedulerError):
+    code = "scheduler_unavailable"
+
+
+class SchedulerTimeout(SchedulerError):
+    code = "scheduler_timeout"
+
+
+class SchedulerOutputError(SchedulerError):
+    code = "scheduler_bad_output"
+
+
+class SubmitRejected(SchedulerError):
+    status = 400
+    code = "submit_rejected"
+
+
+class PermissionDenied(SchedulerError):
+    status = 403
+    code = "permission_denied"
+
+
+class UpstreamError(OsireError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_unavailable"
+
+
+class ModelNotReady(UpstreamError):
+    status = 503
+    code = "model_not_ready"
+
+    def __init__(self, message: str, *, retry_after: int = 5, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.retry_after = retry_after
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"

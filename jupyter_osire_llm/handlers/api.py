@@ -1,0 +1,112 @@
+"""REST handlers under /osire/api: thin wrappers over the deployment service."""
+from __future__ import annotations
+
+import logging
+import time
+
+from tornado import web
+
+from ..errors import RequestError
+from .base import OsireHandler
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class HealthHandler(OsireHandler):
+    @web.authenticated
+    def get(self) -> None:
+        ctx = self.osire
+        self.write_json({
+            "status": "ok", "version": ctx.version,
+            "scheduler": {"name": ctx.scheduler.name, "reason": ctx.scheduler_reason,
+                          "last_error": ctx.monitor.last_error},
+            "catalog": {"models": len(ctx.catalog.models), "problems": ctx.catalog_problems},
+            "monitor": {"cycles": ctx.monitor.cycles, "last_cycle": ctx.monitor.last_cycle},
+        })
+
+
+class CatalogHandler(OsireHandler):
+    @web.authenticated
+    def get(self) -> None:
+        self.write_json({"models": self.osire.catalog.public(),
+                         "problems": self.osire.catalog_problems})
+
+
+class DeploymentsHandler(OsireHandler):
+    @web.authenticated
+    def get(self) -> None:
+        now = time.time()
+        self.write_json({"deployments": [d.to_json(now) for d in self.osire.service.list()]})
+
+    @web.authenticated
+    async def post(self) -> None:
+        body = self.json_body()
+        unknown = sorted(set(body) - {"model", "replicas", "resources"})
+        if unknown:
+            raise RequestError(f"unknown field(s) {', '.join(unknown)}", field=unknown[0])
+        deployment = await self.osire.service.launch(body.get("model"), body.get("replicas", 1),
+                                                     body.get("resources"))
+        self.write_json(deployment.to_json(time.time()), status=201)
+
+
+class DeploymentHandler(OsireHandler):
+    @web.authenticated
+    def get(self, deployment_id: str) -> None:
+        self.write_json(self.osire.service.get(deployment_id).to_json(time.time()))
+
+    @web.authenticated
+    async def delete(self, deployment_id: str) -> None:
+        deployment = await self.osire.service.stop(deployment_id)
+        self.write_json(deployment.to_json(time.time()))
+
+
+class LogsHandler(OsireHandler):
+    @web.authenticated
+    def get(self, deployment_id: str) -> None:
+        raw = self.get_query_argument("tail", "100")
+        try:
+            tail = int(raw)
+            if not 1 <= tail <= 10000:
+                raise ValueError
+        except ValueError:
+            raise RequestError(f"tail must be an integer from 1 to 10000, got {raw!r}",
+                               field="tail") from None
+        self.write_json({"id": deployment_id,
+                         "replicas": self.osire.service.logs(deployment_id, tail)})
+
+
+class AdminHandler(OsireHandler):
+    """Health of the machinery, counts by state, and the extension's log level at run time."""
+
+    @web.authenticated
+    def get(self) -> None:
+        ctx = self.osire
+        self.write_json({"counts": ctx.service.counts(),
+                         "log_level": logging.getLevelName(_logger().level),
+                         "scheduler": ctx.scheduler.name,
+                         "scheduler_last_error": ctx.monitor.last_error,
+                         "monitor_cycles": ctx.monitor.cycles})
+
+    @web.authenticated
+    def put(self) -> None:
+        level = self.json_body().get("log_level")
+        if not isinstance(level, str) or level.upper() not in LOG_LEVELS:
+            raise RequestError(f"log_level must be one of {', '.join(LOG_LEVELS)}",
+                               field="log_level")
+        _logger().setLevel(level.upper())
+        self.write_json({"log_level": level.upper()})
+
+
+def _logger() -> logging.Logger:
+    return logging.getLogger("jupyter_osire_llm")
+
+
+_ID = r"(?P<deployment_id>[A-Za-z0-9_-]{1,64})"
+API_HANDLERS = [
+    (r"/osire/api/health", HealthHandler),
+    (r"/osire/api/catalog", CatalogHandler),
+    (r"/osire/api/deployments", DeploymentsHandler),
+    (rf"/osire/api/deployments/{_ID}", DeploymentHandler),
+    (rf"/osire/api/deployments/{_ID}/logs", LogsHandler),
+    (r"/osire/api/admin", AdminHandler),
+]

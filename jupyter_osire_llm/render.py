@@ -1,0 +1,84 @@
+"""Batch scripts for engines, rendered from jinja2 templates in ``sbatch/`` (or a site's folder).
+
+User input never reaches a template unvalidated: resources go on the scheduler's command line,
+and every value placed in the script passes through ``shlex.quote`` (the ``q`` filter).
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import jinja2
+
+from .catalog import ModelEntry
+from .errors import ConfigError
+from .schedulers.base import Resources
+
+PACKAGED_TEMPLATES = Path(__file__).parent / "sbatch"
+SOURCE_TEMPLATES = Path(__file__).parent.parent / "sbatch"   # editable installs, source trees
+GUARD_MIDDLEWARE = "engine_guard.KeyGuard"
+
+
+def template_dirs(site_dir: Optional[str]) -> list[Path]:
+    dirs = [Path(site_dir)] if site_dir else []
+    return dirs + [d for d in (PACKAGED_TEMPLATES, SOURCE_TEMPLATES) if d.is_dir()]
+
+
+def engine_argv(entry: ModelEntry, resources: Resources, bind_host: str) -> list[str]:
+    """The engine's arguments, all but ``--port`` (picked on the node at run time).
+
+    Derived from the resources unless the catalog sets them: vLLM's tensor parallel size from
+    the GPU count; host and served model name always.
+    """
+    args: dict[str, Any] = {}
+    if entry.engine.kind == "vllm" and resources.gpus > 1:
+        args["tensor-parallel-size"] = resources.gpus
+    args.update(entry.engine_args)
+    args.pop("port", None)
+    args["host"] = bind_host
+    args["served-model-name"] = entry.name
+    argv = ["--model", entry.model]
+    if entry.engine.guard:
+        argv += ["--middleware", GUARD_MIDDLEWARE]
+    for flag, value in args.items():
+        if value is None or value is False:
+            continue
+        argv.append(f"--{flag}")
+        if value is not True:
+            argv.append(str(value))
+    return argv
+
+
+@dataclass(frozen=True)
+class ScriptContext:
+    deployment_id: str
+    replica: int
+    job_dir: Path
+    advertise_host: str = ""       # "" -> the node's hostname at run time
+    bind_host: str = "0.0.0.0"
+
+
+class ScriptRenderer:
+    def __init__(self, site_dir: Optional[str] = None) -> None:
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(d) for d in template_dirs(site_dir)]),
+            undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+        self.env.filters["q"] = lambda value: shlex.quote(str(value))
+
+    def render(self, entry: ModelEntry, resources: Resources, ctx: ScriptContext) -> str:
+        try:
+            template = self.env.get_template(entry.engine.template)
+        except jinja2.TemplateNotFound as exc:
+            raise ConfigError(f"engine {entry.engine.name}: template {exc.name!r} not found") \
+                from exc
+        env: Mapping[str, str] = {**entry.engine.env, **entry.env}
+        return template.render(
+            template_name=entry.engine.template, deployment_id=ctx.deployment_id,
+            replica=ctx.replica, served_name=entry.name, engine_name=entry.engine.name,
+            job_dir=str(ctx.job_dir), advertise_host=ctx.advertise_host,
+            engine_setup=entry.engine.setup.strip(), model_setup=entry.setup.strip(), env=env,
+            command=entry.engine.command,
+            engine_args=engine_argv(entry, resources, ctx.bind_host))
+

@@ -1,0 +1,157 @@
+"""The scheduler interface every backend implements (slurm CLI, pyslurm, local).
+
+A backend is small and synchronous, like submitit's executors: it turns a ``JobRequest`` into a
+job, answers for many jobs in one call, and cancels. Callers in the async server run it in a
+thread. Backends raise only ``SchedulerError`` subclasses (see ``errors.py``).
+"""
+from __future__ import annotations
+
+import abc
+import enum
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+#: Written by every job (the backend arranges it) when its script exits: the exit status.
+EXIT_FILE = "exit_status"
+#: The job's combined stdout/stderr, in its folder.
+OUTPUT_FILE = "job.log"
+
+
+class JobState(str, enum.Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETING = "COMPLETING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    NODE_FAIL = "NODE_FAIL"
+    #: Gone from the scheduler with no evidence of how it ended.
+    LOST = "LOST"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (JobState.PENDING, JobState.RUNNING, JobState.COMPLETING)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a job asks the scheduler for. Validated before it gets here."""
+
+    gpus: int = 0
+    gpu_type: Optional[str] = None
+    cpus: Optional[int] = None
+    memory: Optional[str] = None          # Slurm syntax: 64G, 4000M
+    time: Optional[str] = None            # Slurm syntax: minutes, HH:MM:SS, D-HH:MM:SS
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None
+    nodes: int = 1
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A rendered batch script and the options to submit it with."""
+
+    name: str
+    script: str
+    folder: Path                          # the job's own folder (shared with compute nodes)
+    resources: Resources = field(default_factory=Resources)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A handle on a submitted job: its id and its folder. Enough to query it after a restart."""
+
+    id: str
+    folder: Path
+
+    @property
+    def output_path(self) -> Path:
+        return self.folder / OUTPUT_FILE
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    job_id: str
+    state: JobState
+    reason: Optional[str] = None          # Slurm's pending reason, or why it ended
+    node: Optional[str] = None
+    submit_time: Optional[float] = None   # epoch seconds
+    start_time: Optional[float] = None
+    end_time: Optional[float] = None
+    estimated_start: Optional[float] = None
+    exit_code: Optional[int] = None
+    signal: Optional[int] = None
+    #: Where the state came from: "squeue", "scontrol", "sacct", "pyslurm", "local",
+    #: "exit-file" (the job's own exit status file) or "none".
+    evidence: str = "scheduler"
+
+
+class Scheduler(abc.ABC):
+    """One backend. ``name`` is what the health endpoint reports."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    def submit(self, request: JobRequest) -> Job:
+        """Write the script into ``request.folder`` and submit it; return the job handle."""
+
+    @abc.abstractmethod
+    def query(self, jobs: Sequence[Job]) -> dict[str, JobInfo]:
+        """State of many jobs in ONE scheduler call; every job asked about gets an answer."""
+
+    @abc.abstractmethod
+    def cancel(self, job: Job) -> None:
+        """Cancel a job. Cancelling a finished or unknown job is not an error."""
+
+    def output_path(self, job: Job) -> Path:
+        return job.output_path
+
+    def describe(self) -> dict:
+        return {"name": self.name}
+
+
+def exit_file_info(job: Job) -> Optional[JobInfo]:
+    """Evidence of last resort: the exit status the job script left in its folder."""
+    path = job.folder / EXIT_FILE
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    try:
+        status = int(text.split()[0])
+    except (ValueError, IndexError):
+        return None
+    end = path.stat().st_mtime
+    if status == 0:
+        return JobInfo(job.id, JobState.COMPLETED, exit_code=0, end_time=end, evidence="exit-file")
+    if status > 128:  # killed by a signal (bash reports 128 + signum)
+        sig = status - 128
+        return JobInfo(job.id, JobState.CANCELLED if sig in (15, 9) else JobState.FAILED,
+                       reason=f"killed by signal {sig}", exit_code=status, signal=sig,
+                       end_time=end, evidence="exit-file")
+    return JobInfo(job.id, JobState.FAILED, reason="NonZeroExitCode", exit_code=status,
+                   end_time=end, evidence="exit-file")
+
+
+#: Prepended after a script's header so every job leaves ``EXIT_FILE`` in its folder.
+#: bash gives an EXIT trap $?=0 when a signal kills it, hence the TERM/INT traps that exit 128+N.
+EXIT_TRAP = ("__osire_exit_file={path}\n"
+             "trap 'echo $? > \"$__osire_exit_file\"' EXIT\n"
+             "trap 'exit 143' TERM\ntrap 'exit 130' INT\n")
+
+
+def with_exit_trap(script: str, folder: Path) -> str:
+    """Insert the exit trap after the shebang and the leading ``#SBATCH``/comment block."""
+    lines = script.splitlines(keepends=True)
+    i = 0
+    while i < len(lines) and (lines[i].startswith("#") or not lines[i].strip()):
+        i += 1
+    trap = EXIT_TRAP.format(path=shlex.quote(str(folder / EXIT_FILE)))
+    return "".join(lines[:i]) + trap + "".join(lines[i:])

@@ -1,0 +1,136 @@
+"""The deployment state machine: pure functions from scheduler facts to replica/deployment states.
+
+    queued ──> starting ──> ready ──> stopping ──> stopped
+       │          │           │
+       └──────────┴───────────┴──> failed (job failed, engine crashed, out of memory,
+                                           time limit, node failure, vanished)
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional, Sequence
+
+from .schedulers.base import JobInfo, JobState
+
+QUEUED, STARTING, READY, STOPPING, STOPPED, FAILED = (
+    "queued", "starting", "ready", "stopping", "stopped", "failed")
+TERMINAL = (STOPPED, FAILED)
+_OOM = re.compile(r"out of memory|OutOfMemoryError|oom[-_ ]kill|Cannot allocate memory",
+                  re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Replica:
+    index: int
+    folder: str
+    job_id: Optional[str] = None
+    state: str = QUEUED
+    reason: Optional[str] = None
+    scheduler_state: Optional[str] = None
+    evidence: Optional[str] = None
+    node: Optional[str] = None
+    host: Optional[str] = None
+    port: Optional[int] = None
+    estimated_start: Optional[float] = None
+    started_at: Optional[float] = None
+    ready_at: Optional[float] = None
+    ended_at: Optional[float] = None
+    exit_code: Optional[int] = None
+    healthy: bool = False
+    log_tail: Optional[str] = None     # kept when the replica fails: its folder may be gone later
+
+    @property
+    def live(self) -> bool:
+        return self.state not in TERMINAL
+
+    @property
+    def url(self) -> Optional[str]:
+        return f"http://{self.host}:{self.port}" if self.host and self.port else None
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        doc = {k: v for k, v in vars(self).items()}
+        doc["elapsed"] = round(now - self.started_at, 1) if self.started_at and self.live else None
+        return doc
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: str
+    model: str
+    created: float
+    resources: dict[str, Any]
+    replicas: tuple[Replica, ...]
+    state: str = QUEUED
+    reason: Optional[str] = None
+    stop_requested: bool = False
+    updated: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        return self.state not in TERMINAL
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {"id": self.id, "model": self.model, "state": self.state, "reason": self.reason,
+                "created": self.created, "updated": self.updated, "resources": self.resources,
+                "stop_requested": self.stop_requested,
+                "replicas": [r.to_json(now) for r in self.replicas]}
+
+
+def apply_job_info(replica: Replica, info: JobInfo, *, stop_requested: bool,
+                   log_tail: str = "") -> Replica:
+    """Fold one scheduler observation into a replica."""
+    common = dict(scheduler_state=info.state.value, evidence=info.evidence,
+                  node=info.node or replica.node, exit_code=info.exit_code)
+    if info.state is JobState.PENDING:
+        return replace(replica, state=STOPPING if stop_requested else QUEUED,
+                       reason=info.reason, estimated_start=info.estimated_start, **common)
+    if not info.state.terminal:
+        state = STOPPING if stop_requested else (READY if replica.state == READY else STARTING)
+        reason = None if state != STOPPING else replica.reason
+        return replace(replica, state=state, reason=reason, estimated_start=None,
+                       started_at=replica.started_at or info.start_time, **common)
+    ended = info.end_time or replica.ended_at
+    if stop_requested:
+        return replace(replica, state=STOPPED, reason="stopped by user", ended_at=ended,
+                       healthy=False, **common)
+    return replace(replica, state=FAILED, reason=failure_reason(replica, info, log_tail),
+                   ended_at=ended, healthy=False, log_tail=log_tail or None, **common)
+
+
+def failure_reason(replica: Replica, info: JobInfo, log_tail: str) -> str:
+    """Why a replica that nobody stopped has ended, in words a researcher understands."""
+    state = info.state
+    if state is JobState.TIMEOUT:
+        return "time limit reached (the job ran out of its requested time)"
+    if state is JobState.OUT_OF_MEMORY or _OOM.search(log_tail):
+        return "out of memory"
+    if state is JobState.NODE_FAIL:
+        return "node failure"
+    if state is JobState.CANCELLED:
+        return "job cancelled outside jupyter-osire-llm (e.g. scancel or an administrator)"
+    if state is JobState.LOST:
+        return "the job vanished from the scheduler and left no exit status"
+    code = f" (exit code {info.exit_code})" if info.exit_code is not None else ""
+    if replica.state == READY:
+        return f"engine crashed{code}"
+    if state is JobState.COMPLETED:
+        return "engine exited before it became ready"
+    return f"job failed at start-up{code}"
+
+
+def deployment_state(replicas: Sequence[Replica], stop_requested: bool) -> tuple[str, Optional[str]]:
+    """A deployment is as good as its best replica; it is failed only when all have ended."""
+    states = [r.state for r in replicas]
+    if stop_requested:
+        return (STOPPED, "stopped by user") if all(s in TERMINAL for s in states) \
+            else (STOPPING, None)
+    for state in (READY, STARTING, QUEUED, STOPPING):
+        if state in states:
+            first = next(r for r in replicas if r.state == state)
+            return state, first.reason
+    failed = [r for r in replicas if r.state == FAILED]
+    if failed:
+        return FAILED, failed[0].reason
+    return STOPPED, replicas[0].reason if replicas else None
