@@ -15,9 +15,9 @@ from .errors import ConfigError, NotFound, RequestError
 from .schedulers.base import Resources
 from .spec import parse_resources
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
-_ARG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}", re.ASCII)
+_ARG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", re.ASCII)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
 ENGINE_KINDS = ("vllm", "openai")   # vllm: derive vLLM args; openai: any OpenAI-style server
 
 
@@ -143,10 +143,10 @@ def _parse_model(item: Any, engines: Mapping[str, Engine]) -> ModelEntry:
     _no_unknown(item, {"name", "model", "engine", "description", "resources", "engine_args",
                        "env", "setup"})
     name = item.get("name")
-    if not isinstance(name, str) or not _MODEL_NAME.match(name):
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
         raise ValueError(f"'name' {name!r} must be 1-128 of letters, digits, '_.:/-'")
     model = item.get("model")
-    if not isinstance(model, str) or not model.strip() or "\n" in model:
+    if not isinstance(model, str) or not model.strip() or not model.isprintable():
         raise ValueError("'model' must be a path or hub id")
     engine_name = item.get("engine", "vllm")
     if engine_name not in engines:
@@ -164,10 +164,11 @@ def _engine_args(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise ValueError("'engine_args' must be a mapping of flag -> value")
     for key, value in raw.items():
-        if not _ARG_NAME.match(str(key)):
+        if not _ARG_NAME.fullmatch(str(key)):
             raise ValueError(f"engine_args: {key!r} is not a flag name")
         if not isinstance(value, (str, int, float, bool)) and value is not None:
             raise ValueError(f"engine_args.{key}: must be a scalar, got {type(value).__name__}")
+        _one_line(f"engine_args.{key}", str(value))
     return dict(raw)
 
 
@@ -177,9 +178,15 @@ def _env(raw: Any) -> dict[str, str]:
     if not isinstance(raw, Mapping):
         raise ValueError("'env' must be a mapping of NAME -> value")
     for key in raw:
-        if not _ENV_NAME.match(str(key)):
+        if not _ENV_NAME.fullmatch(str(key)):
             raise ValueError(f"env: {key!r} is not an environment variable name")
+        _one_line(f"env.{key}", str(raw[key]))
     return {str(k): str(v) for k, v in raw.items()}
+
+
+def _one_line(where: str, value: str) -> None:
+    if not value.isprintable():
+        raise ValueError(f"{where}: control characters (newlines, tabs...) are not allowed")
 
 
 def _text(spec: Mapping, key: str) -> str:

@@ -12,10 +12,10 @@ from typing import Any, Mapping, Optional, Sequence
 from .errors import LimitExceeded, RequestError
 from .schedulers.base import Resources
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_MEMORY = re.compile(r"^[1-9][0-9]{0,8}[KMGT]?$")
-_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.&|,:\[\]*()-]{1,128}$")
-_TIME = re.compile(r"^(?:(\d{1,3})-)?(\d{1,4})(?::(\d{1,2}))?(?::(\d{1,2}))?$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
+_MEMORY = re.compile(r"[1-9][0-9]{0,8}[KMGT]?", re.ASCII)
+_CONSTRAINT = re.compile(r"[A-Za-z0-9_.&|,:\[\]*()-]{1,128}", re.ASCII)
+_TIME = re.compile(r"(?:(\d{1,3})-)?(\d{1,4})(?::(\d{1,2}))?(?::(\d{1,2}))?", re.ASCII)
 
 INT_FIELDS = {"gpus": (0, 1024), "cpus": (1, 4096), "nodes": (1, 64)}
 NAME_FIELDS = ("gpu_type", "partition", "account", "qos")
@@ -24,7 +24,7 @@ RESOURCE_FIELDS = tuple(f.name for f in fields(Resources))
 
 def time_to_minutes(value: str) -> int:
     """Slurm time syntax (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) to whole minutes, rounded up."""
-    m = _TIME.match(value)
+    m = _TIME.fullmatch(value)
     if not m:
         raise ValueError(f"{value!r} is not a Slurm time (minutes, HH:MM:SS or D-HH:MM:SS)")
     days, a, b, c = m.groups()
@@ -62,13 +62,13 @@ def _check_field(name: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise RequestError(f"resources.{name} must be a string, got {value!r}",
                            field=f"resources.{name}")
-    if name in NAME_FIELDS and not _NAME.match(value):
+    if name in NAME_FIELDS and not _NAME.fullmatch(value):
         raise RequestError(f"resources.{name} {value!r} is not a valid name (letters, digits, "
                            "'_', '.', '-'; at most 64)", field=f"resources.{name}")
-    if name == "memory" and not _MEMORY.match(value):
+    if name == "memory" and not _MEMORY.fullmatch(value):
         raise RequestError(f"resources.memory {value!r} is not a size such as 64G or 4000M",
                            field="resources.memory")
-    if name == "constraint" and not _CONSTRAINT.match(value):
+    if name == "constraint" and not _CONSTRAINT.fullmatch(value):
         raise RequestError(f"resources.constraint {value!r} has characters Slurm features do "
                            "not use", field="resources.constraint")
     if name == "time":

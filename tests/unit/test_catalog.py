@@ -1,0 +1,82 @@
+import pytest
+
+from jupyter_osire_llm.catalog import load_catalog, parse_catalog
+from jupyter_osire_llm.errors import ConfigError, NotFound
+
+GOOD = """
+engines:
+  vllm:
+    command: python -m vllm.entrypoints.openai.api_server
+    setup: module load cuda
+models:
+  - name: llama-8b
+    model: /shared/models/llama
+    description: chat
+    resources: {gpus: 1, time: "04:00:00", partition: gpu}
+    engine_args: {max-model-len: 4096, enforce-eager: true}
+  - name: bad-gpus
+    model: /m
+    resources: {gpus: many}
+  - name: bad-engine
+    model: /m
+    engine: sglang
+  - name: llama-8b
+    model: /dup
+  - {model: /no-name}
+  - name: bad-env
+    model: /m
+    env: {"A": "x\\nexport B=1"}
+"""
+
+
+def test_good_entries_load_and_each_bad_entry_gets_one_message(tmp_path):
+    path = tmp_path / "catalog.yaml"
+    path.write_text(GOOD)
+    catalog = load_catalog(str(path))
+    assert list(catalog.models) == ["llama-8b"]
+    entry = catalog.get("llama-8b")
+    assert entry.resources.gpus == 1 and entry.engine.setup == "module load cuda"
+    assert len(catalog.problems) == 5, catalog.problems
+    joined = "\n".join(catalog.problems)
+    for fragment in ("bad-gpus", "resources.gpus", "sglang", "duplicate", "'name'", "env.A"):
+        assert fragment in joined
+
+
+def test_public_view_hides_engine_internals():
+    catalog = parse_catalog({"engines": {"vllm": {"command": "vllm serve", "env": {"S": "1"}}},
+                             "models": [{"name": "m", "model": "/m", "setup": "secret"}]})
+    public = catalog.public()[0]
+    assert public == {"name": "m", "model": "/m", "engine": "vllm", "description": "",
+                      "resources": {"gpus": 0, "nodes": 1}}
+
+
+def test_unknown_model_lists_known():
+    catalog = parse_catalog({"engines": {"vllm": {"command": "x"}},
+                             "models": [{"name": "a", "model": "/a"}, {"name": "b", "model": "/b"}]})
+    with pytest.raises(NotFound) as err:
+        catalog.get("c")
+    assert "a, b" in err.value.message and err.value.status == 404
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[1, 2]", "top level"), ("models: {a: 1}", "'models' must be a list"),
+    ("models: [\n  - {name: x", "not valid YAML"),
+])
+def test_broken_catalog_files(tmp_path, text, fragment):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_catalog(str(path))
+    assert fragment in err.value.message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_catalog(str(tmp_path / "nope.yaml"))
+    assert "cannot read" in err.value.message
+
+
+def test_bad_engine_reported():
+    catalog = parse_catalog({"engines": {"e": {"command": ""}, "f": {"command": "x", "kind": "?"}},
+                             "models": []})
+    assert len(catalog.problems) == 2

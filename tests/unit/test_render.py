@@ -1,0 +1,95 @@
+"""Batch script rendering: derived engine args, and no hostile value escaping its quotes."""
+import shlex
+import subprocess
+from pathlib import Path
+
+from hypothesis import given, settings, strategies as st
+
+from jupyter_osire_llm.catalog import parse_catalog
+from jupyter_osire_llm.errors import RequestError
+from jupyter_osire_llm.render import ScriptContext, ScriptRenderer, engine_argv
+from jupyter_osire_llm.schedulers.base import Resources
+from jupyter_osire_llm.spec import parse_resources
+
+ENGINE = {"vllm": {"command": "python -m vllm.entrypoints.openai.api_server"}}
+HOSTILE = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["\n#SBATCH --uid=0", "$(touch /tmp/pwned)", "`id`", "'; rm -rf ~; '",
+                     "../../../etc/passwd", "a\nb", "x' #", '"$HOME"', "gpu&&id", "\\", "\x00"]),
+).map(str)
+
+
+def entry(**model):
+    spec = {"name": "m", "model": "/models/m", **model}
+    catalog = parse_catalog({"engines": ENGINE, "models": [spec]})
+    assert not catalog.problems, catalog.problems
+    return catalog.get("m")
+
+
+def render(e, resources=Resources(), job_dir="/jobs/abc/r0"):
+    ctx = ScriptContext("abc", 0, Path(job_dir))
+    return ScriptRenderer().render(e, resources, ctx)
+
+
+def engine_line(script):
+    line = next(l for l in script.splitlines() if l.startswith("setsid "))
+    return shlex.split(line)
+
+
+def test_vllm_args_are_derived_from_resources():
+    argv = engine_argv(entry(), Resources(gpus=4), "0.0.0.0")
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "4"
+    assert argv[argv.index("--served-model-name") + 1] == "m"
+    assert argv[argv.index("--host") + 1] == "0.0.0.0"
+    assert "--middleware" in argv
+
+
+def test_catalog_engine_args_win_over_derived_ones_but_not_host_or_name():
+    e = entry(engine_args={"tensor-parallel-size": 2, "host": "1.2.3.4", "port": 1,
+                           "served-model-name": "x", "enforce-eager": True, "trust": False})
+    argv = engine_argv(e, Resources(gpus=4), "0.0.0.0")
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
+    assert argv[argv.index("--host") + 1] == "0.0.0.0"
+    assert argv[argv.index("--served-model-name") + 1] == "m"
+    assert "--port" not in argv and "--enforce-eager" in argv and "--trust" not in argv
+
+
+def test_script_is_valid_bash_and_carries_no_key_and_no_sbatch_lines():
+    script = render(entry(env={"HF_HOME": "/scratch/hf"}, setup="module load cuda"))
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+    assert "#SBATCH" not in script
+    assert "VLLM_API_KEY=$(cat \"$JOB_DIR/key\")" in script
+    assert "export HF_HOME=/scratch/hf" in script and "module load cuda" in script
+    assert engine_line(script)[:4] == ["setsid", "python", "-m",
+                                       "vllm.entrypoints.openai.api_server"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(field=st.sampled_from(["partition", "account", "qos", "gpu_type", "memory", "time",
+                              "constraint"]), value=HOSTILE)
+def test_hostile_user_resources_are_rejected_or_inert(field, value):
+    try:
+        resources = parse_resources({field: value})
+    except RequestError as err:
+        assert err.field == f"resources.{field}"
+        return
+    # Accepted values have no whitespace, quote, newline, '$', '`', ';', '/' or '\\'.
+    assert not set(value) & set(" \t\n\r'\"$`;/\\<>!{}#~"), value
+    script = render(entry(), resources)
+    assert script == render(entry())  # resources never reach the script text
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=HOSTILE)
+def test_hostile_catalog_values_stay_inside_their_quotes(value):
+    try:
+        e = entry(env={"X": value}, engine_args={"extra": value})
+    except AssertionError:
+        return  # rejected by the catalog (control characters)
+    script = render(e)
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+    argv = engine_line(script)
+    assert argv[argv.index("--extra") + 1] == value
+    assert f"export X={shlex.quote(value)}\n" in script
+    assert len(script.splitlines()) == len(render(entry(env={"X": "v"},
+                                                        engine_args={"extra": "v"})).splitlines())
