@@ -1,0 +1,373 @@
+"""Slurm through its command-line tools (sbatch, squeue, scontrol, sacct, scancel); 22.05 and newer.
+
+Command building and output parsing are module-level pure functions, tested on recorded output
+(``tests/data/slurm/``). One ``squeue`` call answers a whole query cycle; the extra calls are rare:
+``scontrol show job`` once for a job that ended without leaving its exit file, ``sacct`` for jobs
+already purged from the controller (only when accounting exists, detected once).
+
+Jobs of other users are never reported as ours: squeue's user column is checked and a foreign job
+is answered as LOST with the reason "owned by <user>".
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from .. import errors
+from .base import (OUTPUT_FILE, Job, JobInfo, JobRequest, JobState, Resources, Scheduler,
+                   exit_file_info, with_exit_trap)
+
+SCRIPT_FILE = "job.sh"
+#: squeue fields, in order: id, state, reason, nodes, submit, start (estimated when pending),
+#: end, user. None of them can contain "|".
+SQUEUE_FORMAT = "%i|%T|%r|%N|%V|%S|%e|%u"
+SACCT_FIELDS = "JobID,State,ExitCode,NodeList,Submit,Start,End,User,Reason"
+#: Variables never handed on to a job: the Jupyter server's own credentials.
+SECRET_ENV = re.compile(r"^(JUPYTERHUB_.*|JPY_.*|JUPYTER_TOKEN|JUPYTER_SERVER_TOKEN)$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+_STATES = {s.value: s for s in JobState if s is not JobState.LOST}
+#: Rarer Slurm states, mapped onto ours (the original name becomes the reason).
+_STATE_ALIASES = {
+    "CONFIGURING": JobState.PENDING, "REQUEUED": JobState.PENDING,
+    "REQUEUE_HOLD": JobState.PENDING, "REQUEUE_FED": JobState.PENDING,
+    "SPECIAL_EXIT": JobState.PENDING, "SUSPENDED": JobState.PENDING,
+    "STOPPED": JobState.PENDING, "RESIZING": JobState.RUNNING, "SIGNALING": JobState.COMPLETING,
+    "STAGE_OUT": JobState.COMPLETING, "PREEMPTED": JobState.CANCELLED,
+    "REVOKED": JobState.CANCELLED, "BOOT_FAIL": JobState.NODE_FAIL, "DEADLINE": JobState.TIMEOUT,
+}
+_UNAVAILABLE = ("Unable to contact slurm controller", "Connection refused",
+                "Socket timed out", "Zero Bytes were transmitted", "Slurm backup controller in standby")
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What a finished command left behind."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def message(self) -> str:
+        return (self.stderr.strip() or self.stdout.strip())[:2000]
+
+
+# ---------------------------------------------------------------- pure: commands
+
+def sbatch_command(request: JobRequest, script_path: Path) -> list[str]:
+    """argv for submitting ``script_path`` with the request's resources (never its env values)."""
+    folder = request.folder
+    argv = ["sbatch", "--parsable", f"--job-name={request.name}",
+            f"--output={folder / OUTPUT_FILE}", f"--chdir={folder}", "--export=ALL"]
+    return argv + resource_options(request.resources) + [str(script_path)]
+
+
+def resource_options(res: Resources) -> list[str]:
+    opts = [f"--nodes={res.nodes}"]
+    if res.gpus:
+        opts.append(f"--gres=gpu:{res.gpu_type}:{res.gpus}" if res.gpu_type
+                    else f"--gres=gpu:{res.gpus}")
+    for flag, value in (("--cpus-per-task", res.cpus), ("--mem", res.memory),
+                        ("--time", res.time), ("--partition", res.partition),
+                        ("--account", res.account), ("--qos", res.qos),
+                        ("--constraint", res.constraint)):
+        if value is not None:
+            opts.append(f"{flag}={value}")
+    return opts
+
+
+def squeue_command(job_ids: Sequence[str]) -> list[str]:
+    return ["squeue", "--noheader", "--states=all", f"--jobs={','.join(job_ids)}",
+            f"--format={SQUEUE_FORMAT}"]
+
+
+def sacct_command(job_ids: Sequence[str]) -> list[str]:
+    return ["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(job_ids)}",
+            f"--format={SACCT_FIELDS}"]
+
+
+def job_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment sbatch runs with (and, through --export=ALL, the job): ``base`` without the
+    server's credentials, plus ``extra``. Values travel in the environment, never in argv."""
+    for name in extra:
+        if not _ENV_NAME.match(name) or name.startswith(("SBATCH_", "SLURM_")):
+            raise errors.RequestError(f"environment variable name not allowed: {name!r}",
+                                      field="env")
+    env = {k: v for k, v in base.items() if not SECRET_ENV.match(k)}
+    env.update(extra)
+    return env
+
+
+# ---------------------------------------------------------------- pure: parsing
+
+def parse_sbatch(stdout: str) -> str:
+    """``sbatch --parsable`` prints ``id`` or ``id;cluster``."""
+    line = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    job_id = line.split(";", 1)[0].strip()
+    if not job_id.isdigit():
+        raise errors.SchedulerOutputError(f"sbatch printed no job id: {stdout.strip()[:200]!r}")
+    return job_id
+
+
+def parse_time(text: str) -> Optional[float]:
+    """Slurm's local ISO time (``2026-11-23T05:06:10``) as epoch seconds; N/A, Unknown -> None."""
+    text = text.strip()
+    if not text or text in ("N/A", "Unknown", "None", "NONE", "(null)"):
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").timestamp()
+    except ValueError as exc:
+        raise errors.SchedulerOutputError(f"unparsable Slurm time {text!r}") from exc
+
+
+def parse_state(text: str) -> tuple[JobState, Optional[str]]:
+    """A Slurm state name (``CANCELLED by 0`` from sacct too) -> our state and an extra reason."""
+    name = text.strip().split(" ", 1)[0].rstrip("+")
+    if name in _STATES:
+        return _STATES[name], None
+    if name in _STATE_ALIASES:
+        return _STATE_ALIASES[name], name
+    raise errors.SchedulerOutputError(f"unknown Slurm job state {text!r}")
+
+
+def parse_exit_code(text: str) -> tuple[Optional[int], Optional[int]]:
+    """Slurm's ``status:signal`` (``3:0``, ``0:15``) -> (exit status, signal or None)."""
+    m = re.fullmatch(r"\s*(\d+):(\d+)\s*", text)
+    if not m:
+        raise errors.SchedulerOutputError(f"unparsable Slurm exit code {text!r}")
+    status, sig = int(m.group(1)), int(m.group(2))
+    return status, (sig or None)
+
+
+def _reason(text: str) -> Optional[str]:
+    text = text.strip()
+    return None if text in ("", "None", "(null)") else text
+
+
+def parse_squeue(stdout: str) -> dict[str, tuple[str, JobInfo]]:
+    """squeue lines in ``SQUEUE_FORMAT`` -> {job id: (user, JobInfo)}."""
+    out: dict[str, tuple[str, JobInfo]] = {}
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != 8 or not fields[0].strip():
+            raise errors.SchedulerOutputError(f"unexpected squeue line {line!r}")
+        job_id, state_s, reason, node, submit, start, end, user = (f.strip() for f in fields)
+        state, alias = parse_state(state_s)
+        started = parse_time(start)
+        pending = state is JobState.PENDING
+        out[job_id] = (user, JobInfo(
+            job_id, state, reason=_reason(reason) or alias, node=node or None,
+            submit_time=parse_time(submit), start_time=None if pending else started,
+            end_time=parse_time(end) if state.terminal else None,
+            estimated_start=started if pending else None, evidence="squeue"))
+    return out
+
+
+def parse_scontrol_line(line: str) -> dict[str, str]:
+    """One ``scontrol show job -o`` record -> {Key: value}; values may contain spaces."""
+    marks = list(re.finditer(r"(?:^|\s)([A-Za-z][A-Za-z0-9/:_]*)=", line))
+    fields: dict[str, str] = {}
+    for i, m in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(line)
+        fields.setdefault(m.group(1), line[m.end():end].strip())
+    return fields
+
+
+def parse_scontrol_job(stdout: str) -> JobInfo:
+    """``scontrol show job -o ID`` -> JobInfo (the exit code squeue cannot give)."""
+    f = parse_scontrol_line(stdout.strip().splitlines()[0] if stdout.strip() else "")
+    if "JobId" not in f or "JobState" not in f:
+        raise errors.SchedulerOutputError(f"unexpected scontrol output {stdout[:200]!r}")
+    state, alias = parse_state(f["JobState"])
+    status, sig = parse_exit_code(f.get("ExitCode", "0:0"))
+    return JobInfo(f["JobId"], state, reason=_reason(f.get("Reason", "")) or alias,
+                   node=f.get("BatchHost") or f.get("NodeList") or None,
+                   submit_time=parse_time(f.get("SubmitTime", "")),
+                   start_time=parse_time(f.get("StartTime", "")),
+                   end_time=parse_time(f.get("EndTime", "")),
+                   exit_code=status, signal=sig, evidence="scontrol")
+
+
+def parse_sacct(stdout: str) -> dict[str, tuple[str, JobInfo]]:
+    """``sacct -P -X`` lines in ``SACCT_FIELDS`` order -> {job id: (user, JobInfo)}."""
+    out: dict[str, tuple[str, JobInfo]] = {}
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != 9:
+            raise errors.SchedulerOutputError(f"unexpected sacct line {line!r}")
+        job_id, state_s, code, node, submit, start, end, user, reason = fields
+        state, alias = parse_state(state_s)
+        status, sig = parse_exit_code(code)
+        node = node.strip()
+        out[job_id.strip()] = (user.strip(), JobInfo(
+            job_id.strip(), state, reason=_reason(reason) or alias,
+            node=None if node in ("", "None assigned") else node,
+            submit_time=parse_time(submit), start_time=parse_time(start),
+            end_time=parse_time(end), exit_code=status, signal=sig, evidence="sacct"))
+    return out
+
+
+def classify_failure(result: Completed, action: str) -> errors.SchedulerError:
+    """A failed command -> the typed error it means."""
+    msg = result.message or f"exit status {result.returncode}"
+    if any(s in msg for s in _UNAVAILABLE):
+        return errors.SchedulerUnavailable(f"Slurm controller unreachable ({action}): {msg}")
+    if result.returncode == 210 or "Access/permission denied" in msg:
+        return errors.PermissionDenied(f"{action}: {msg}")
+    if action == "sbatch":
+        return errors.SubmitRejected(msg.removeprefix("sbatch: error: "))
+    return errors.SchedulerError(f"{action} failed: {msg}")
+
+
+def _with_exit_details(info: JobInfo, detail: JobInfo) -> JobInfo:
+    """``info`` (from squeue) completed with the exit code and end time of ``detail``."""
+    return JobInfo(info.job_id, info.state, reason=info.reason, node=info.node or detail.node,
+                   submit_time=info.submit_time, start_time=info.start_time,
+                   end_time=info.end_time or detail.end_time, exit_code=detail.exit_code,
+                   signal=detail.signal, evidence=info.evidence)
+
+
+# ---------------------------------------------------------------- the backend
+
+class SlurmCLI(Scheduler):
+    name = "slurm"
+
+    def __init__(self, command_timeout: float = 15.0, user: Optional[str] = None) -> None:
+        self.command_timeout = command_timeout
+        self.user = user or pwd.getpwuid(os.geteuid()).pw_name
+        self._accounting: Optional[bool] = None       # detected on first need
+        self._exit_codes: dict[str, JobInfo] = {}     # finished jobs: their exit details
+
+    def describe(self) -> dict:
+        return {"name": self.name, "user": self.user, "accounting": self._accounting}
+
+    # -- running commands
+
+    def _run(self, argv: list[str], action: str, env: Optional[dict[str, str]] = None) -> Completed:
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env,
+                                  timeout=self.command_timeout, stdin=subprocess.DEVNULL)
+        except FileNotFoundError as exc:
+            raise errors.SchedulerUnavailable(f"{argv[0]} is not installed or not on PATH") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise self._timeout_error(action) from exc
+        return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+    def _timeout_error(self, action: str) -> errors.SchedulerError:
+        """A timed-out command: ask ``scontrol ping`` (answers at once) whether slurmctld is down."""
+        try:
+            ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=5,
+                                  stdin=subprocess.DEVNULL)
+            if "DOWN" in ping.stdout:
+                return errors.SchedulerUnavailable(
+                    f"Slurm controller is down ({action} gave no answer in "
+                    f"{self.command_timeout:g} s): {ping.stdout.strip().splitlines()[0]}")
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        return errors.SchedulerTimeout(f"{action} gave no answer in {self.command_timeout:g} s")
+
+    # -- the interface
+
+    def submit(self, request: JobRequest) -> Job:
+        request.folder.mkdir(parents=True, exist_ok=True)
+        script = request.folder / SCRIPT_FILE
+        script.write_text(with_exit_trap(request.script, request.folder))
+        script.chmod(0o700)
+        env = job_environment(os.environ, request.env)
+        result = self._run(sbatch_command(request, script), "sbatch", env=env)
+        if result.returncode != 0:
+            raise classify_failure(result, "sbatch")
+        return Job(parse_sbatch(result.stdout), request.folder)
+
+    def query(self, jobs: Sequence[Job]) -> dict[str, JobInfo]:
+        if not jobs:
+            return {}
+        result = self._run(squeue_command([j.id for j in jobs]), "squeue")
+        if result.returncode != 0:
+            # One unknown id alone makes squeue fail; several unknown ids give empty output.
+            if "Invalid job id specified" not in result.message:
+                raise classify_failure(result, "squeue")
+            seen: dict[str, tuple[str, JobInfo]] = {}
+        else:
+            seen = parse_squeue(result.stdout)
+        answers: dict[str, JobInfo] = {}
+        missing: list[Job] = []
+        for job in jobs:
+            if job.id not in seen:
+                missing.append(job)
+                continue
+            user, info = seen[job.id]
+            answers[job.id] = (self._with_exit_code(job, info) if user == self.user
+                               else _foreign(job.id, user, "squeue"))
+        answers.update(self._vanished(missing))
+        return answers
+
+    def cancel(self, job: Job) -> None:
+        result = self._run(["scancel", job.id], "scancel")
+        if result.returncode == 0 or "Invalid job id" in result.message:
+            return
+        raise classify_failure(result, "scancel")
+
+    # -- finished and vanished jobs
+
+    def _with_exit_code(self, job: Job, info: JobInfo) -> JobInfo:
+        if not info.state.terminal:
+            return info
+        if info.state is JobState.COMPLETED:
+            return _with_exit_details(info, JobInfo(job.id, info.state, exit_code=0))
+        detail = self._exit_codes.get(job.id) or exit_file_info(job)
+        if detail is None and info.state is JobState.CANCELLED:
+            return info   # cancelled, perhaps before it ran: no exit code worth a call
+        if detail is None:
+            result = self._run(["scontrol", "show", "job", "-o", job.id], "scontrol")
+            if result.returncode != 0:
+                return info  # purged meanwhile: the exit code stays unknown
+            detail = parse_scontrol_job(result.stdout)
+        self._exit_codes[job.id] = detail
+        return _with_exit_details(info, detail)
+
+    def _vanished(self, jobs: list[Job]) -> dict[str, JobInfo]:
+        """Jobs the controller no longer knows: accounting, else the exit file, else LOST."""
+        if not jobs:
+            return {}
+        found = self._sacct(jobs) if self._accounting is not False else {}
+        answers: dict[str, JobInfo] = {}
+        for job in jobs:
+            if job.id in found:
+                user, info = found[job.id]
+                answers[job.id] = info if user == self.user else _foreign(job.id, user, "sacct")
+            else:
+                answers[job.id] = exit_file_info(job) or JobInfo(
+                    job.id, JobState.LOST, reason="gone from Slurm, no exit status left",
+                    evidence="none")
+        return answers
+
+    def _sacct(self, jobs: list[Job]) -> dict[str, tuple[str, JobInfo]]:
+        try:
+            result = self._run(sacct_command([j.id for j in jobs]), "sacct")
+        except errors.SchedulerUnavailable:
+            self._accounting = False     # no sacct binary
+            return {}
+        if result.returncode != 0:
+            if "accounting storage is disabled" in result.message.lower():
+                self._accounting = False
+                return {}
+            raise classify_failure(result, "sacct")
+        self._accounting = True
+        return parse_sacct(result.stdout)
+
+
+def _foreign(job_id: str, owner: str, evidence: str) -> JobInfo:
+    return JobInfo(job_id, JobState.LOST, reason=f"owned by {owner}", evidence=evidence)
+
