@@ -7,7 +7,8 @@
 # (default /tmp/osire-slurm); /etc/slurm/slurm.conf is a symlink to the generated config so plain
 # sbatch/squeue work for every user. Installs the Debian packages if missing (needs root then).
 # The node has 2 fake GPUs (gres files are symlinks to /dev/null). start/stop are idempotent;
-# stop-ctld/start-ctld stop and start slurmctld alone (fault tests).
+# stop-ctld/start-ctld stop and start slurmctld alone (fault tests); while slurmctld is stopped that
+# way, a concurrent `start` waits (up to 120 s) instead of restarting it behind the test's back.
 #
 # MinJobAge=120: finished jobs stay visible to squeue/scontrol for 2-3 minutes (purging runs about
 # once a minute), long enough for a monitor to see how they ended; afterwards the backend falls back
@@ -145,9 +146,19 @@ status() {
     return $rc
 }
 
+OUTAGE="$DIR/run/ctld-outage"
+
+wait_outage() {  # a fault test has slurmctld stopped on purpose: let it finish
+    local i
+    for i in $(seq 600); do [ -e "$OUTAGE" ] || return 0; sleep 0.2; done
+    log "stale $OUTAGE (older than 120 s), removing it"
+    rm -f "$OUTAGE"
+}
+
 case "${1:-}" in
     start)
         install_packages
+        wait_outage
         if ! pid_alive "$DIR/run/slurmctld.pid" || ! pid_alive "$DIR/run/slurmd.pid"; then
             write_config
         fi
@@ -163,8 +174,8 @@ case "${1:-}" in
         stop_pidfile munged
         ;;
     restart) "$0" stop; "$0" start ;;
-    stop-ctld) stop_pidfile slurmctld ;;
-    start-ctld) start_ctld; wait_idle ;;
+    stop-ctld) touch "$OUTAGE"; stop_pidfile slurmctld ;;
+    start-ctld) rm -f "$OUTAGE"; start_ctld; wait_idle ;;
     status) status ;;
     *) echo "usage: $0 start|stop|status|restart|stop-ctld|start-ctld" >&2; exit 2 ;;
 esac

@@ -1,0 +1,160 @@
+"""The detached runner of one local job: ``python -m jupyter_osire_llm.schedulers._local_runner DIR``.
+
+It is the only writer of ``DIR/local_job.json`` once started. Fake GPU (and CPU) slots are
+``fcntl`` locks on files in the scheduler's state dir, held by this process while the job runs, so
+they are freed even if the runner is killed. The job runs in its own process group; cancel and
+time limit send SIGTERM to the group, then SIGKILL after a grace period (vLLM leaves its workers
+alive if only the main process dies).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Optional
+
+from .base import OUTPUT_FILE, JobState
+from .local import CANCEL_FILE, hostname, job_env_from_runner, read_state, write_state
+from .slurm import SCRIPT_FILE
+
+POLL = 0.1
+
+
+class Runner:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        state = read_state(folder)
+        if state is None:
+            raise SystemExit(f"no job record in {folder}")
+        self.state = state
+        self.state_dir = Path(state["state_dir"])
+        self.cancelled = False
+        self.locks: list[IO[str]] = []
+
+    def update(self, **changes: object) -> None:
+        self.state.update(changes)
+        write_state(self.folder, self.state)
+
+    def cancel_requested(self) -> bool:
+        return self.cancelled or (self.folder / CANCEL_FILE).exists()
+
+    # -- slots
+
+    def _take(self, kind: str, count: int, total: Optional[int]) -> Optional[list[int]]:
+        """Lock ``count`` free slots of ``kind``; None (holding nothing new) if too few are free."""
+        if total is None or count == 0:
+            return []
+        got: list[tuple[int, IO[str]]] = []
+        for i in range(total):
+            f = open(self.state_dir / f"{kind}{i}.lock", "a")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            got.append((i, f))
+            if len(got) == count:
+                self.locks.extend(f for _, f in got)
+                return [i for i, _ in got]
+        for _, f in got:
+            f.close()
+        return None
+
+    def acquire(self) -> Optional[list[int]]:
+        """Wait for slots (PENDING, reason Resources); the GPU indices, or None if cancelled."""
+        while not self.cancel_requested():
+            gpus = self._take("gpu", self.state["gpus"], self.state["total_gpus"])
+            if gpus is not None:
+                if self._take("cpu", self.state["cpus"], self.state["total_cpus"]) is not None:
+                    return gpus
+                self.release()
+            if self.state["reason"] != "Resources":
+                self.update(reason="Resources")
+            time.sleep(0.2)
+        return None
+
+    def release(self) -> None:
+        for f in self.locks:
+            f.close()
+        self.locks = []
+
+    # -- the job
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_term)
+        self.update(runner_pid=os.getpid())
+        gpus = self.acquire()
+        if gpus is None:
+            self.update(state=JobState.CANCELLED.value, reason=None, end_time=time.time())
+            return
+        env = job_env_from_runner(dict(os.environ))
+        if self.state["gpus"]:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        with open(self.folder / OUTPUT_FILE, "ab") as log:
+            proc = subprocess.Popen(["/bin/bash", str(self.folder / SCRIPT_FILE)], cwd=self.folder,
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True)
+        started = time.time()
+        self.update(state=JobState.RUNNING.value, reason=None, start_time=started,
+                    node=hostname(), job_pgid=proc.pid)
+        ending = self.watch(proc, started)
+        rc = proc.wait()
+        _killpg(proc.pid, signal.SIGKILL)   # leftovers of the group (engine workers)
+        self.release()
+        self.finish(rc, ending)
+
+    def watch(self, proc: subprocess.Popen, started: float) -> Optional[JobState]:
+        """Wait for the job; stop it on cancel or time limit and say which."""
+        limit = self.state.get("time_limit")
+        while proc.poll() is None:
+            if self.cancel_requested():
+                self.stop(proc)
+                return JobState.CANCELLED
+            if limit is not None and time.time() - started > limit:
+                self.stop(proc)
+                return JobState.TIMEOUT
+            time.sleep(POLL)
+        return None
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        _killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=float(self.state.get("kill_grace", 5.0)))
+        except subprocess.TimeoutExpired:
+            _killpg(proc.pid, signal.SIGKILL)
+
+    def finish(self, rc: int, ending: Optional[JobState]) -> None:
+        code, sig = (rc, None) if rc >= 0 else (None, -rc)
+        if ending is not None:
+            state, reason = ending, ("TimeLimit" if ending is JobState.TIMEOUT else None)
+        elif rc == 0:
+            state, reason = JobState.COMPLETED, None
+        else:
+            state = JobState.FAILED
+            reason = "NonZeroExitCode" if sig is None else f"killed by signal {sig}"
+        self.update(state=state.value, reason=reason, end_time=time.time(), exit_code=code,
+                    signal=sig)
+
+    def _on_term(self, signum: int, frame: object) -> None:
+        self.cancelled = True
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m jupyter_osire_llm.schedulers._local_runner JOB_FOLDER")
+    Runner(Path(argv[0])).run()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

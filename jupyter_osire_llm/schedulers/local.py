@@ -1,0 +1,207 @@
+"""Local processes standing in for Slurm where there is none: the embedded default.
+
+Each job gets a detached runner (``_local_runner``, its own session) that waits for free fake GPU
+slots (PENDING, reason Resources), runs the script in a new process group (RUNNING), enforces the
+time limit (TIMEOUT) and records everything as JSON in the job folder. A new ``LocalScheduler``
+(after a server restart) answers from those files alone.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .. import errors
+from .base import Job, JobInfo, JobRequest, JobState, Scheduler, exit_file_info, with_exit_trap
+from .slurm import SCRIPT_FILE, job_environment
+
+STATE_FILE = "local_job.json"
+CANCEL_FILE = "local_cancel"
+RUNNER_LOG = "local_runner.log"
+COUNTER_FILE = "next_job_id"
+RUNNER_START_GRACE = 30.0
+JOB_PYTHONPATH = "OSIRE_JOB_PYTHONPATH"
+
+
+def parse_time_limit(text: Optional[str]) -> Optional[float]:
+    """Slurm's --time syntax -> seconds: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S; None/0 = no limit."""
+    if text is None or text.strip() in ("", "0", "UNLIMITED", "INFINITE"):
+        return None
+    text = text.strip()
+    days, _, rest = text.rpartition("-") if "-" in text else ("", "", text)
+    try:
+        parts = [int(p) for p in rest.split(":")]
+        d = int(days) if days else 0
+    except ValueError as exc:
+        raise errors.RequestError(f"invalid time limit {text!r}", field="time") from exc
+    if days:
+        units = (3600, 60, 1)[:len(parts)]
+    else:
+        units = {1: (60,), 2: (60, 1), 3: (3600, 60, 1)}.get(len(parts), ())
+    if not units or len(units) != len(parts) or any(p < 0 for p in parts):
+        raise errors.RequestError(f"invalid time limit {text!r}", field="time")
+    return float(d * 86400 + sum(p * u for p, u in zip(parts, units)))
+
+
+def read_state(folder: Path) -> Optional[dict]:
+    try:
+        return json.loads((folder / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_state(folder: Path, state: dict) -> None:
+    """Atomic: readers never see half a file."""
+    tmp = folder / f".{STATE_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, folder / STATE_FILE)
+
+
+def runner_alive(state: dict) -> bool:
+    """The runner recorded in ``state`` still runs (checked against pid reuse by its cmdline)."""
+    pid = state.get("runner_pid")
+    if not pid:  # not started yet, unless it failed to start at all
+        return time.time() - float(state.get("submit_time", 0)) < RUNNER_START_GRACE
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"_local_runner" in cmdline and str(state["folder"]).encode() in cmdline
+
+
+def info_from_state(job: Job, state: dict) -> JobInfo:
+    return JobInfo(job.id, JobState(state["state"]), reason=state.get("reason"),
+                   node=state.get("node"), submit_time=state.get("submit_time"),
+                   start_time=state.get("start_time"), end_time=state.get("end_time"),
+                   exit_code=state.get("exit_code"), signal=state.get("signal"), evidence="local")
+
+
+class LocalScheduler(Scheduler):
+    name = "local"
+
+    def __init__(self, state_dir: Path, gpus: int = 0, cpus: Optional[int] = None,
+                 kill_grace: float = 5.0) -> None:
+        self.state_dir = Path(state_dir)
+        self.gpus = gpus
+        self.cpus = cpus
+        self.kill_grace = kill_grace
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "gpus": self.gpus, "cpus": self.cpus,
+                "state_dir": str(self.state_dir)}
+
+    def _next_id(self) -> str:
+        with open(self.state_dir / COUNTER_FILE, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            current = int(f.read().strip() or "0") + 1
+            f.seek(0)
+            f.truncate()
+            f.write(str(current))
+        return str(current)
+
+    def _check(self, request: JobRequest) -> None:
+        res = request.resources
+        if res.gpus > self.gpus:
+            raise errors.SubmitRejected(
+                f"Requested node configuration is not available: {res.gpus} GPUs asked, "
+                f"this machine has {self.gpus}")
+        if self.cpus is not None and (res.cpus or 1) > self.cpus:
+            raise errors.SubmitRejected(
+                f"Requested node configuration is not available: {res.cpus} CPUs asked, "
+                f"this machine has {self.cpus}")
+
+    def submit(self, request: JobRequest) -> Job:
+        self._check(request)
+        limit = parse_time_limit(request.resources.time)
+        folder = request.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / SCRIPT_FILE).write_text(with_exit_trap(request.script, folder))
+        (folder / SCRIPT_FILE).chmod(0o700)
+        job = Job(self._next_id(), folder)
+        write_state(folder, {
+            "id": job.id, "folder": str(folder), "state": JobState.PENDING.value, "reason": None,
+            "submit_time": time.time(), "node": None, "gpus": request.resources.gpus,
+            "cpus": request.resources.cpus or 1, "time_limit": limit,
+            "state_dir": str(self.state_dir), "total_gpus": self.gpus, "total_cpus": self.cpus,
+            "kill_grace": self.kill_grace, "name": request.name})
+        env = runner_environment(job_environment(os.environ, request.env))
+        try:
+            with open(folder / RUNNER_LOG, "ab") as log:
+                subprocess.Popen([sys.executable, "-m", "jupyter_osire_llm.schedulers._local_runner",
+                                  str(folder)], start_new_session=True, stdin=subprocess.DEVNULL,
+                                 stdout=log, stderr=log, env=env, cwd=folder)
+        except OSError as exc:
+            raise errors.SchedulerUnavailable(f"cannot start the local job runner: {exc}") from exc
+        return job
+
+    def query(self, jobs: Sequence[Job]) -> dict[str, JobInfo]:
+        return {job.id: self._query_one(job) for job in jobs}
+
+    def _query_one(self, job: Job) -> JobInfo:
+        state = read_state(job.folder)
+        if state is None or state.get("id") != job.id:
+            return exit_file_info(job) or JobInfo(job.id, JobState.LOST,
+                                                  reason="no local job record", evidence="none")
+        info = info_from_state(job, state)
+        if info.state.terminal or runner_alive(state):
+            return info
+        return exit_file_info(job) or JobInfo(
+            job.id, JobState.LOST, reason="local runner died", node=info.node,
+            submit_time=info.submit_time, start_time=info.start_time, evidence="none")
+
+    def cancel(self, job: Job) -> None:
+        state = read_state(job.folder)
+        if state is None or state.get("id") != job.id or JobState(state["state"]).terminal:
+            return
+        try:
+            (job.folder / CANCEL_FILE).touch()
+        except PermissionError as exc:
+            raise errors.PermissionDenied(f"job {job.id} is not yours") from exc
+        pid = state.get("runner_pid")
+        if pid and runner_alive(state):
+            _signal(pid, signal.SIGTERM, job.id)
+        elif pid and state.get("job_pgid"):
+            # the runner is gone but its job may live on: end the whole group ourselves
+            _signal(-state["job_pgid"], signal.SIGKILL, job.id)
+
+
+def runner_environment(job_env: dict[str, str]) -> dict[str, str]:
+    """The runner must import this package even when it is not installed (a source checkout);
+    the job gets its own PYTHONPATH back (``JOB_PYTHONPATH``), never ours."""
+    env = dict(job_env)
+    env[JOB_PYTHONPATH] = job_env.get("PYTHONPATH", "")
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env[JOB_PYTHONPATH]) if p)
+    return env
+
+
+def job_env_from_runner(runner_env: dict[str, str]) -> dict[str, str]:
+    env = dict(runner_env)
+    original = env.pop(JOB_PYTHONPATH, "")
+    if original:
+        env["PYTHONPATH"] = original
+    else:
+        env.pop("PYTHONPATH", None)
+    return env
+
+
+def _signal(pid: int, sig: int, job_id: str) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError as exc:
+        raise errors.PermissionDenied(f"job {job_id} is not yours") from exc
+
+
+def hostname() -> str:
+    return socket.gethostname().split(".")[0]
