@@ -4,6 +4,7 @@
     ├── ConfigError            site configuration or catalog is unusable
     ├── RequestError           a caller's input is wrong (HTTP 400)
     │   └── LimitExceeded      valid, but over a site limit (HTTP 400)
+    │       └── RequestTooLarge    body over the proxy's limit (HTTP 413)
     ├── NotFound               unknown model, deployment or route (HTTP 404)
     ├── Conflict               the request clashes with current state (HTTP 409)
     ├── SchedulerError         the batch system failed us (HTTP 503)
@@ -55,6 +56,11 @@ class RequestError(OsireError):
 
 class LimitExceeded(RequestError):
     code = "limit_exceeded"
+
+
+class RequestTooLarge(LimitExceeded):
+    status = 413
+    code = "request_too_large"
 
 
 class NotFound(OsireError):
