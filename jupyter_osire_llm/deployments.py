@@ -122,6 +122,7 @@ class DeploymentService:
             await self._cancel_quietly(r)
         if not submitted:
             self._forget(deployment_id)
+            shutil.rmtree(self.job_root / deployment_id, ignore_errors=True)
             return
         message = exc.message if isinstance(exc, OsireError) else str(exc)
         failed = tuple(replace(r, state=FAILED, reason=f"submission failed: {message}")

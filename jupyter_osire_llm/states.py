@@ -113,6 +113,9 @@ def failure_reason(replica: Replica, info: JobInfo, log_tail: str) -> str:
     if state is JobState.LOST:
         return "the job vanished from the scheduler and left no exit status"
     code = f" (exit code {info.exit_code})" if info.exit_code is not None else ""
+    signal_number = info.signal or (info.exit_code - 128 if (info.exit_code or 0) > 128 else 0)
+    if signal_number:
+        code = f" (killed by signal {signal_number})"
     if replica.state == READY:
         return f"engine crashed{code}"
     if state is JobState.COMPLETED:

@@ -1,0 +1,39 @@
+"""The test catalog: models run by the fake engine (tests/fake_engine.py)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+FAKE_ENGINE = Path(__file__).resolve().parent / "fake_engine.py"
+
+
+def write_catalog(path: Path) -> Path:
+    fake = f"{sys.executable} {FAKE_ENGINE}"
+    path.write_text(f"""
+engines:
+  fake:
+    command: {fake}
+    kind: openai
+    guard: false
+models:
+  - name: fake-chat
+    model: /models/fake-chat
+    engine: fake
+    description: the fake OpenAI engine
+    resources: {{time: "00:10:00", cpus: 1}}
+  - name: fake-slow-start
+    model: /models/fake
+    engine: fake
+    resources: {{time: "00:10:00", cpus: 1}}
+    env: {{OSIRE_FAKE_STARTUP_DELAY: "2"}}
+  - name: fake-crash
+    model: /models/fake
+    engine: fake
+    resources: {{time: "00:10:00", cpus: 1}}
+    env: {{OSIRE_FAKE_EXIT_AT_START: "3"}}
+  - name: fake-gpu
+    model: /models/fake
+    engine: fake
+    resources: {{gpus: 1, time: "00:10:00", cpus: 1}}
+""")
+    return path
