@@ -146,18 +146,7 @@ function SidebarView(props: { model: OsireModel; token: string }): JSX.Element {
       </section>
 
       {ended.length > 0 && (
-        <section className="jp-OsireSidebar-section" aria-labelledby="osire-history-h">
-          <details className="jp-OsireSidebar-history" open={ended.some(isRecent)}>
-            <summary id="osire-history-h" className="jp-OsireSidebar-sectionTitle">
-              Finished ({ended.length})
-            </summary>
-            <ul className="jp-OsireSidebar-list">
-              {ended.slice(0, 20).map(d => (
-                <DeploymentItem key={d.id} deployment={d} model={model} token={props.token} />
-              ))}
-            </ul>
-          </details>
-        </section>
+        <FinishedSection deployments={ended} model={model} token={props.token} />
       )}
 
       <footer className="jp-OsireSidebar-footer">
@@ -182,9 +171,32 @@ function SidebarView(props: { model: OsireModel; token: string }): JSX.Element {
   );
 }
 
-/** Ended within the last ten minutes: worth showing without a click. */
-function isRecent(d: IDeployment): boolean {
-  return Date.now() / 1000 - d.created < 600 || d.state === 'failed';
+/** Stopped and failed deployments, newest first; open while one ended recently. */
+function FinishedSection(props: {
+  deployments: IDeployment[];
+  model: OsireModel;
+  token: string;
+}): JSX.Element {
+  const recent = props.deployments.some(d => Date.now() / 1000 - d.created < 3600);
+  const [open, setOpen] = React.useState(recent);
+  return (
+    <section className="jp-OsireSidebar-section" aria-label="Finished deployments">
+      <details
+        className="jp-OsireSidebar-history"
+        open={open}
+        onToggle={e => setOpen((e.currentTarget as HTMLDetailsElement).open)}
+      >
+        <summary className="jp-OsireSidebar-sectionTitle">
+          Finished ({props.deployments.length})
+        </summary>
+        <ul className="jp-OsireSidebar-list">
+          {props.deployments.slice(0, 20).map(d => (
+            <DeploymentItem key={d.id} deployment={d} model={props.model} token={props.token} />
+          ))}
+        </ul>
+      </details>
+    </section>
+  );
 }
 
 function CatalogItem(props: { entry: ICatalogModel; model: OsireModel }): JSX.Element {
@@ -332,24 +344,26 @@ function DeploymentItem(props: {
       data-deployment={d.id}
       data-state={d.state}
     >
-      <div className="jp-OsireSidebar-row">
-        <div className="jp-OsireSidebar-main">
-          <div className="jp-OsireSidebar-name">{d.model}</div>
-          <div className="jp-OsireSidebar-meta">
-            <StateBadge state={d.state} />
-            <span className="jp-OsireSidebar-detail">{describe(d)}</span>
-          </div>
+      <div className="jp-OsireSidebar-row jp-OsireSidebar-titleRow">
+        <div className="jp-OsireSidebar-name" title={`${d.model} (deployment ${d.id})`}>
+          {d.model}
         </div>
+        <StateBadge state={d.state} />
+      </div>
+      <div className="jp-OsireSidebar-meta">
+        <span className="jp-OsireSidebar-detail">{describe(d)}</span>
+      </div>
+      {(d.state === 'ready' || !terminal) && (
         <div className="jp-OsireSidebar-actions">
           {d.state === 'ready' && (
             <button
               type="button"
               className="jp-OsireSidebar-button"
               aria-label={`Copy OpenAI snippet for ${d.model}`}
-              title="Copy a Python snippet that calls this model with the OpenAI client"
+              title="Copy Python code that calls this model with the OpenAI client"
               onClick={copy}
             >
-              {copied ? 'Copied' : 'Copy OpenAI snippet'}
+              {copied ? 'Copied ✓' : 'Copy snippet'}
             </button>
           )}
           {!terminal && (
@@ -364,7 +378,7 @@ function DeploymentItem(props: {
             </button>
           )}
         </div>
-      </div>
+      )}
       {d.replicas.length > 1 && (
         <ul className="jp-OsireSidebar-replicas">
           {d.replicas.map(r => (
@@ -436,6 +450,13 @@ function LogTail(props: { deployment: IDeployment; model: OsireModel }): JSX.Ele
   }, [open, d.state, load]);
 
   const text = lines ?? (stored || null);
+  const pre = React.useRef<HTMLPreElement>(null);
+  // The cause of a failure is usually in the last lines: keep the view at the bottom.
+  React.useEffect(() => {
+    if (open && pre.current) {
+      pre.current.scrollTop = pre.current.scrollHeight;
+    }
+  }, [open, text]);
   return (
     <details
       className="jp-OsireSidebar-log"
@@ -444,7 +465,7 @@ function LogTail(props: { deployment: IDeployment; model: OsireModel }): JSX.Ele
     >
       <summary>{failed ? 'Log tail' : 'Log'}</summary>
       {error && <div className="jp-OsireSidebar-error">{error}</div>}
-      <pre className="jp-OsireSidebar-pre" tabIndex={0} aria-label={`Log of ${d.model}`}>
+      <pre ref={pre} className="jp-OsireSidebar-pre" tabIndex={0} aria-label={`Log of ${d.model}`}>
         {text ?? (open ? 'Loading…' : '')}
         {text === '' && '(empty)'}
       </pre>
@@ -499,11 +520,13 @@ function replicaDetail(r: IReplica): string {
 
 function summarize(res: Resources, engine: string): string {
   const parts: string[] = [];
-  if (res.gpus != null) {
+  if (res.gpus) {
     parts.push(`${res.gpus} GPU${res.gpus === 1 ? '' : 's'}${res.gpu_type ? ` (${res.gpu_type})` : ''}`);
+  } else {
+    parts.push('no GPU');
   }
   if (res.cpus != null) {
-    parts.push(`${res.cpus} CPUs`);
+    parts.push(`${res.cpus} CPU${res.cpus === 1 ? '' : 's'}`);
   }
   if (res.memory) {
     parts.push(String(res.memory));
