@@ -13,11 +13,15 @@
 # MinJobAge=120: finished jobs stay visible to squeue/scontrol for 2-3 minutes (purging runs about
 # once a minute), long enough for a monitor to see how they ended; afterwards the backend falls back
 # to the job's exit file. KillWait=5 so cancel and time limits end jobs quickly.
+# The node declares OSIRE_SLURM_CPUS (default 8) CPUs whatever the machine has (config_overrides),
+# so several test suites' jobs (mostly sleeping) can run side by side on a 2-core machine; the
+# 2 fake GPUs stay the scarce resource that makes jobs wait with reason Resources.
 set -euo pipefail
 
 DIR="${OSIRE_SLURM_DIR:-/tmp/osire-slurm}"
 CONF="$DIR/etc/slurm.conf"
 HOST="$(hostname -s)"
+CPUS="${OSIRE_SLURM_CPUS:-8}"
 PACKAGES=(slurmctld slurmd slurm-client munge)
 
 log() { echo "slurm-cluster: $*" >&2; }
@@ -42,7 +46,8 @@ pid_alive() {  # pid_alive FILE: the process named in FILE is running
 write_config() {
     local user hw
     user="$(id -un)"
-    hw="$(slurmd -C | head -1 | sed -e "s/^NodeName=[^ ]* //")"
+    mem="$(slurmd -C | head -1 | sed -n -e 's/.*RealMemory=\([0-9]*\).*/\1/p')"
+    hw="CPUs=$CPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$CPUS ThreadsPerCore=1 RealMemory=$mem"
     mkdir -p "$DIR"/{etc,munge,state,spool,log,run,gpu}
     chmod 755 "$DIR" "$DIR/etc" "$DIR/munge" "$DIR/gpu"
     ln -sf /dev/null "$DIR/gpu/nvidia0"
@@ -80,6 +85,7 @@ SchedulerParameters=batch_sched_delay=0
 MinJobAge=120
 KillWait=5
 ReturnToService=2
+SlurmdParameters=config_overrides
 GresTypes=gpu
 NodeName=$HOST NodeAddr=127.0.0.1 $hw Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP

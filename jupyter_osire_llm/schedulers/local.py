@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,24 +31,23 @@ RUNNER_START_GRACE = 30.0
 JOB_PYTHONPATH = "OSIRE_JOB_PYTHONPATH"
 
 
+_TIME = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
+#: seconds per field, by (has days, number of fields): Slurm's M, M:S, H:M:S, D-H, D-H:M, D-H:M:S
+_TIME_UNITS = {(False, 1): (60,), (False, 2): (60, 1), (False, 3): (3600, 60, 1),
+               (True, 1): (3600,), (True, 2): (3600, 60), (True, 3): (3600, 60, 1)}
+
+
 def parse_time_limit(text: Optional[str]) -> Optional[float]:
-    """Slurm's --time syntax -> seconds: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S; None/0 = no limit."""
+    """Slurm's --time syntax -> seconds; None, 0, UNLIMITED -> no limit."""
     if text is None or text.strip() in ("", "0", "UNLIMITED", "INFINITE"):
         return None
-    text = text.strip()
-    days, _, rest = text.rpartition("-") if "-" in text else ("", "", text)
-    try:
-        parts = [int(p) for p in rest.split(":")]
-        d = int(days) if days else 0
-    except ValueError as exc:
-        raise errors.RequestError(f"invalid time limit {text!r}", field="time") from exc
-    if days:
-        units = (3600, 60, 1)[:len(parts)]
-    else:
-        units = {1: (60,), 2: (60, 1), 3: (3600, 60, 1)}.get(len(parts), ())
-    if not units or len(units) != len(parts) or any(p < 0 for p in parts):
+    m = _TIME.fullmatch(text.strip())
+    if not m:
         raise errors.RequestError(f"invalid time limit {text!r}", field="time")
-    return float(d * 86400 + sum(p * u for p, u in zip(parts, units)))
+    days, *rest = m.groups()
+    parts = [int(p) for p in rest if p is not None]
+    units = _TIME_UNITS[(days is not None, len(parts))]
+    return float(int(days or 0) * 86400 + sum(p * u for p, u in zip(parts, units)))
 
 
 def read_state(folder: Path) -> Optional[dict]:
