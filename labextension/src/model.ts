@@ -20,6 +20,7 @@ import {
 export const FAST_POLL_MS = 2000;
 export const STABLE_POLL_MS = 10000;
 export const HIDDEN_POLL_MS = 60000;
+export const HEALTH_EVERY_MS = 30000;
 
 export class OsireModel {
   constructor(
@@ -79,6 +80,7 @@ export class OsireModel {
   }
 
   async refreshHealth(): Promise<void> {
+    this._healthAt = Date.now();
     try {
       this.health = await this.api.health();
       this.healthError = null;
@@ -91,6 +93,9 @@ export class OsireModel {
   /** Fetch deployments now and schedule the next poll. */
   async refresh(): Promise<void> {
     this._clearTimer();
+    if (Date.now() - this._healthAt > HEALTH_EVERY_MS) {
+      void this.refreshHealth(); // the footer shows the scheduler's last error, if any
+    }
     const generation = ++this._generation;
     try {
       const deployments = await this.api.deployments();
@@ -131,7 +136,7 @@ export class OsireModel {
     }
   }
 
-  /** Refresh at once if the last poll is older than the fast interval (panel shown, tab back). */
+  /** Refresh at once (panel shown, browser tab back in front). */
   wake(): void {
     if (this._disposed) {
       return;
@@ -182,5 +187,6 @@ export class OsireModel {
   private _changed = new Signal<this, void>(this);
   private _disposed = false;
   private _generation = 0;
+  private _healthAt = 0;
   private _timer: number | null = null;
 }
