@@ -87,6 +87,9 @@ class _RelayHandler(OsireHandler):
                     self.write(body)
                 self.finish(set_content_type=content_type)
                 return
+            # Nagle off while streaming (tornado turns it back on after the response): a token
+            # must not wait for the ACK of the one before.
+            self.request.connection.stream.set_nodelay(True)
             try:
                 async for chunk in upstream.chunks():
                     self.write(chunk)
