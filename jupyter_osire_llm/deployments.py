@@ -177,7 +177,9 @@ class DeploymentService:
             self._set_replica(deployment_id, new)
 
     def observe_endpoint(self, deployment_id: str, index: int, host: str, port: int) -> None:
-        self._update_replica(deployment_id, index, host=host, port=port)
+        replica = self._deployments[deployment_id].replicas[index]
+        if (replica.host, replica.port) != (host, port):
+            self._update_replica(deployment_id, index, host=host, port=port)
 
     def observe_health(self, deployment_id: str, index: int, healthy: bool) -> None:
         deployment = self._deployments.get(deployment_id)

@@ -97,7 +97,7 @@ class Monitor:
         now = time.monotonic()
         for deployment in self.service.list():
             for r in deployment.replicas:
-                if r.state == STARTING and r.url is None:
+                if r.state == STARTING:  # re-read: a requeued job writes a new endpoint
                     self._read_endpoint(deployment.id, r.index, Path(r.folder))
                     r = self.service.get(deployment.id).replicas[r.index]
                 due = r.state == STARTING or (
