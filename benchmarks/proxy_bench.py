@@ -235,7 +235,8 @@ async def latency(base: str, headers: dict[str, str], model: str, n: int,
     body = json.dumps({"model": model, "messages": MESSAGES, "max_tokens": 4}).encode()
     headers = {**headers, "Content-Type": "application/json"}
     times: list[float] = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), cookie_jar=jar()) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                     cookie_jar=jar()) as session:
         async def one(record: bool) -> None:
             t0 = time.perf_counter()
             async with session.post(base + "/chat/completions", data=body,
@@ -299,7 +300,8 @@ async def throughput(base: str, headers: dict[str, str], model: str, streams: in
     import aiohttp
     body = json.dumps({"model": model, "prompt": "x", "max_tokens": tokens, "stream": True})
     headers = {**headers, "Content-Type": "application/json", "Accept": "text/event-stream"}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), cookie_jar=jar()) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                     cookie_jar=jar()) as session:
         async def one() -> int:
             events, tail = 0, b""
             async with session.post(base + "/completions", data=body, headers=headers) as r:
@@ -451,11 +453,11 @@ def _rows_latency(latency: dict[str, Any]) -> list[str]:
                      f"{c1['direct'][key + '_ms']:.2f} ms | " + " | ".join(
                          f"{c1[p][key + '_ms']:.2f} ms (+{c1[p]['added_' + key + '_ms']:.2f})"
                          for p in ("osire", "jsp")) + " |")
-    d = c64["direct"]
-    for key in ("p50", "p99"):
-        lines.append(f"| non-streaming {key}, concurrency 64 (added) | {d[key + '_ms']:.1f} ms | "
-                     + " | ".join(f"{c64[p][key + '_ms']:.1f} ms (+{c64[p][key + '_ms'] - d[key + '_ms']:.1f})"
-                                  for p in ("osire", "jsp")) + " |")
+    for key in ("p50_ms", "p99_ms"):
+        d = c64["direct"][key]
+        lines.append(f"| non-streaming {key[:3]}, concurrency 64 (added) | {d:.1f} ms | " +
+                     " | ".join(f"{c64[p][key]:.1f} ms (+{c64[p][key] - d:.1f})"
+                                for p in ("osire", "jsp")) + " |")
     lines.append("| req/s, concurrency 64 | " +
                  " | ".join(f"{c64[p]['rps']:.0f}" for p in PATHS) + " |")
     lines.append("| server CPU per request, concurrency 64 | - | " +
@@ -513,7 +515,8 @@ def main() -> None:
         ports["stamp"] = start_stamp_engine(stack, tmp)
         server = start_server(stack, tmp, ports)
         results = measure(args.quick, server, ports, set(args.only.split(",")))
-    results["meta"] = {"quick": args.quick, "only": args.only, "cpus": os.cpu_count(), "time": time.time(),
+    results["meta"] = {"quick": args.quick, "only": args.only, "cpus": os.cpu_count(),
+                       "time": time.time(),
                        "python": sys.version.split()[0]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"proxy_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"

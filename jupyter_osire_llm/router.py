@@ -64,12 +64,12 @@ class Router:
                        field="model", available=callable_now)
 
     def for_deployment(self, deployment_id: str, exclude: Collection[str] = ()) -> Endpoint:
-        """A ready replica of one deployment (or static endpoint), for engine passthrough."""
-        if deployment_id.startswith(STATIC_PREFIX):
-            static = self.static.get(deployment_id[len(STATIC_PREFIX):])
-            candidates: Sequence[Endpoint] = [static] if static else []
-        else:
-            candidates = self.source.endpoint_for_deployment(deployment_id)
+        """A ready replica of one of the user's deployments, for engine passthrough.
+
+        Static endpoints are left out on purpose: their key is the site's, and the passthrough
+        would open every route of that server to every user, not only the OpenAI ones.
+        """
+        candidates = self.source.endpoint_for_deployment(deployment_id)
         if candidates:
             return self._choose(candidates, exclude, f"deployment {deployment_id!r}")
         raise NotFound(f"deployment {deployment_id!r} is unknown or has no ready replica",

@@ -27,7 +27,8 @@ class ModelsHandler(OsireHandler):
     def get(self, name: Optional[str] = None) -> None:
         router = self.osire.router
         if name is None:
-            self.write_json({"object": "list", "data": [_model(m) for m in router.callable_models()]})
+            models = [_model(m) for m in router.callable_models()]
+            self.write_json({"object": "list", "data": models})
         else:
             router.resolve(name)  # the precise 404 (or 503) when it cannot be called now
             self.write_json(_model(name))

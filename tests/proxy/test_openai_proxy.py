@@ -225,9 +225,10 @@ async def test_upstream_idle_timeout_504(server, gate):
 
 async def test_missing_model_and_bad_json_400(server):
     async with aiohttp.ClientSession(headers=server.auth) as session:
-        async with session.post(server.url("osire/v1/chat/completions"), json={"messages": []}) as r:
+        url = server.url("osire/v1/chat/completions")
+        async with session.post(url, json={"messages": []}) as r:
             assert r.status == 400 and (await r.json())["error"]["param"] == "model"
-        async with session.post(server.url("osire/v1/chat/completions"), data=b"{nope") as r:
+        async with session.post(url, data=b"{nope") as r:
             assert r.status == 400 and "not valid JSON" in (await r.json())["error"]["message"]
 
 
@@ -240,14 +241,18 @@ async def test_body_over_limit_413(server):
 
 
 async def test_engine_passthrough_with_key(server, gate, fake_engine):
+    server.context.router.source = FakeSource([
+        Endpoint("g", gate.url, ENGINE_KEY, "dep-g", "1"),
+        Endpoint("fake", fake_engine["url"], FAKE_KEY, "dep-f", "2")])
     async with aiohttp.ClientSession(headers=server.auth) as session:
-        async with session.get(server.url("osire/engines/static:gate/metrics?x=1")) as r:
+        async with session.get(server.url("osire/engines/dep-g/metrics?x=1")) as r:
             assert r.status == 200 and await r.text() == "engine_metric 1\n"
             assert r.headers["Content-Type"].startswith("text/plain")
         assert gate.requests[-1]["path"] == "/metrics?x=1"
         assert gate.requests[-1]["headers"]["Authorization"] == f"Bearer {ENGINE_KEY}"
-        async with session.post(server.url("osire/engines/static:fake/tokenize"),
+        async with session.post(server.url("osire/engines/dep-f/tokenize"),
                                 json={"model": "fake", "prompt": "a b c"}) as r:
             assert r.status == 200 and (await r.json())["count"] == 3
-        async with session.get(server.url("osire/engines/nope/metrics")) as r:
-            assert r.status == 404
+        for unknown in ("nope", "static:gate"):  # static endpoints: the site's key, no passthrough
+            async with session.get(server.url(f"osire/engines/{unknown}/metrics")) as r:
+                assert r.status == 404
