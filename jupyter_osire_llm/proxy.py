@@ -37,10 +37,12 @@ REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "authorization", "cookie"
                              "x-xsrftoken", "expect"}
 RESPONSE_DROP = HOP_BY_HOP | {"content-length", "set-cookie"}
 # Failures before the engine answered anything (nothing reached the client yet), so another
-# attempt is invisible to the caller. A refused or timed-out connection also marks the engine
-# failed; a dropped keep-alive connection does not (the next attempt may use the same engine).
-RETRYABLE = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
-             aiohttp.ServerDisconnectedError)
+# attempt is invisible to the caller. A refused or timed-out connection also takes the engine out
+# of rotation; a dropped or reset keep-alive connection does not (the next attempt may use the
+# same engine). A request cut this way may already have reached the engine, which then works on
+# it twice: accepted, rather than failing a caller over a stale pooled connection.
+MARKS_FAILED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+RETRYABLE = (*MARKS_FAILED, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 Picker = Callable[[Collection[str]], Endpoint]
 
@@ -162,7 +164,7 @@ class UpstreamProxy:
                 return response, endpoint
             except RETRYABLE as exc:
                 self.router.release(endpoint)
-                if not isinstance(exc, aiohttp.ServerDisconnectedError):
+                if isinstance(exc, MARKS_FAILED):
                     self.router.mark_failed(endpoint)
                     tried.append(endpoint.url)
                 failure = translate(exc, endpoint)
