@@ -31,6 +31,10 @@ models:
     engine: fake
     resources: {{time: "00:10:00", cpus: 1}}
     env: {{OSIRE_FAKE_EXIT_AT_START: "3"}}
+  - name: fake-one-minute
+    model: /models/fake
+    engine: fake
+    resources: {{time: "1", cpus: 1}}
   - name: fake-gpu
     model: /models/fake
     engine: fake

@@ -150,3 +150,26 @@ async def test_submit_rejected_by_scheduler_keeps_nothing(api, backend, osire_di
     assert "partition" in error["error"]["message"].lower()
     code, listing = await api.call("GET", "deployments")
     assert listing["deployments"] == [] and squeue_ids(osire_dirs["jobs"]) == before
+
+
+async def test_time_limit_ends_as_failed_time_limit(api, backend):
+    if backend != "slurm":
+        pytest.skip("the local backend's time limits are covered by the scheduler contract suite")
+    d = await api.launch("fake-one-minute")        # Slurm kills it 60-90 s after it starts
+    failed = await api.wait(d["id"], {"failed"}, timeout=180)
+    assert failed["reason"].startswith("time limit"), failed
+    assert failed["replicas"][0]["scheduler_state"] == "TIMEOUT"
+
+
+async def test_admin_counts_and_log_level(api, backend):
+    if backend != "local":
+        pytest.skip("backend-independent")
+    await api.launch("fake-chat")
+    code, admin = await api.call("GET", "admin")
+    assert code == 200 and sum(admin["counts"].values()) == 1 and admin["scheduler"] == "local"
+    code, body = await api.call("PUT", "admin", body={"log_level": "debug"})
+    assert code == 200 and body == {"log_level": "DEBUG"}
+    code, admin = await api.call("GET", "admin")
+    assert admin["log_level"] == "DEBUG"
+    code, error = await api.call("PUT", "admin", body={"log_level": "LOUD"})
+    assert code == 400 and error["error"]["param"] == "log_level"
