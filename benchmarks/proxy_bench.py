@@ -381,16 +381,27 @@ def measure(quick: bool, server: dict[str, Any], ports: dict[str, int],
                                   "model": "stamp", "n": 30 if quick else 100})
         log(f"ttfc: {results['ttfc']}")
     if "throughput" in only:
-        results["throughput"] = {}
-        fast = targets(server, ports["fast"])
-        for path in PATHS:
-            results["throughput"][path] = client({"kind": "throughput", **fast[path],
-                                                  "model": "fast", "streams": 8,
-                                                  "tokens": 5000 if quick else 20000})
-            log(f"throughput {path}: {results['throughput'][path]}")
+        results["throughput"] = measure_throughput(quick, server, ports)
     if "hold" in only:
         results["hold"] = hold_streams(server, ports, 10 if quick else 30)
     return results
+
+
+def measure_throughput(quick: bool, server: dict[str, Any], ports: dict[str, int]
+                       ) -> dict[str, Any]:
+    """Best of several rounds per path, the paths taking turns (throughput on a shared machine
+    is only ever lowered by noise)."""
+    fast = targets(server, ports["fast"])
+    rounds: dict[str, list[dict[str, Any]]] = {p: [] for p in PATHS}
+    for _ in range(2 if quick else 3):
+        for path in PATHS:
+            rounds[path].append(client({"kind": "throughput", **fast[path], "model": "fast",
+                                        "streams": 8, "tokens": 20000}))
+    best = {p: max(r, key=lambda x: x["events_per_s"]) for p, r in rounds.items()}
+    for path in PATHS:
+        best[path]["rounds_events_per_s"] = [r["events_per_s"] for r in rounds[path]]
+        log(f"throughput {path}: {best[path]}")
+    return best
 
 
 def measure_latency(quick: bool, server: dict[str, Any], ports: dict[str, int]
