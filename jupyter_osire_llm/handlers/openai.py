@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any, AsyncContextManager, Callable, Optional
 
-from tornado import web
+from tornado import httputil, web
 from tornado.iostream import StreamClosedError
 
 from ..errors import OsireError, RequestError, RequestTooLarge, UpstreamError
@@ -110,8 +110,10 @@ class OpenAIHandler(_RelayHandler):
     @web.authenticated
     async def post(self, path: str) -> None:
         body = self.body()
-        payload = _json_object(body) if body else None
-        model = (payload or {}).get("model") or self.get_query_argument("model", None)
+        content_type = self.request.headers.get("Content-Type", "")
+        payload = _json_object(body) if body and _is_json(content_type) else None
+        model = ((payload or {}).get("model") or _form_field(content_type, body, "model")
+                 or self.get_query_argument("model", None))
         if not isinstance(model, str) or not model:
             raise RequestError("no model given: put 'model' in the JSON body or the query",
                                field="model")
@@ -142,6 +144,21 @@ class EngineHandler(_RelayHandler):
 def _raw_tail(path: str, marker: str) -> str:
     """What follows ``marker`` in the still percent-encoded request path."""
     return path[path.index(marker) + len(marker):]
+
+
+def _is_json(content_type: str) -> bool:
+    return not content_type or content_type.split(";")[0].strip().lower().endswith("json")
+
+
+def _form_field(content_type: str, body: bytes, name: str) -> Optional[str]:
+    """A field of a multipart or urlencoded form (audio transcription sends ``model`` so)."""
+    if not body or not content_type.startswith(("multipart/form-data",
+                                                "application/x-www-form-urlencoded")):
+        return None
+    fields: dict[str, list[bytes]] = {}
+    httputil.parse_body_arguments(content_type, body, fields, {})
+    values = fields.get(name)
+    return values[0].decode("utf-8", "replace") if values else None
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -228,8 +228,21 @@ async def test_missing_model_and_bad_json_400(server):
         url = server.url("osire/v1/chat/completions")
         async with session.post(url, json={"messages": []}) as r:
             assert r.status == 400 and (await r.json())["error"]["param"] == "model"
-        async with session.post(url, data=b"{nope") as r:
+        async with session.post(url, data=b"{nope",
+                                headers={"Content-Type": "application/json"}) as r:
             assert r.status == 400 and "not valid JSON" in (await r.json())["error"]["message"]
+
+
+async def test_multipart_requests_are_routed_by_their_model_field(server, fake_engine):
+    form = aiohttp.FormData()
+    form.add_field("model", "fake")
+    form.add_field("file", b"RIFF....", filename="a.wav", content_type="audio/wav")
+    async with aiohttp.ClientSession(headers=server.auth) as session:
+        async with session.post(server.url("osire/v1/audio/transcriptions"), data=form) as r:
+            assert r.status == 404  # routed: the fake engine has no audio route
+    logged = json.loads(fake_engine["headers_log"].read_text().splitlines()[-1])
+    assert logged["path"] == "/v1/audio/transcriptions"
+    assert logged["headers"]["content-type"].startswith("multipart/form-data; boundary=")
 
 
 async def test_body_over_limit_413(server):
