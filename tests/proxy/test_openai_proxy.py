@@ -8,7 +8,7 @@ import aiohttp
 import openai
 import pytest
 
-from conftest import ENGINE_KEY, FAKE_KEY, FakeSource
+from proxy_support import ENGINE_KEY, FAKE_KEY, FakeSource
 from engine_tools import fake_engine_command, free_port, start_process, stop_process_group, \
     wait_healthy
 from jupyter_osire_llm.endpoints import Endpoint, ModelStatus

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from conftest import FakeSource
+from proxy_support import FakeSource
 from engine_tools import free_port
 from jupyter_osire_llm.endpoints import Endpoint
 from jupyter_osire_llm.errors import UpstreamError, UpstreamTimeout

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import FakeSource
+from proxy_support import FakeSource
 from jupyter_osire_llm.endpoints import Endpoint, ModelStatus
 from jupyter_osire_llm.errors import ModelNotReady, NotFound, UpstreamError
 from jupyter_osire_llm.router import Router
