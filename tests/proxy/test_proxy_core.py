@@ -36,7 +36,10 @@ def engine(jp_asyncio_loop):
     async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(2)
         return web.Response(text="late")
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
     app = web.Application()
+    app.router.add_get("/health", health)
     app.router.add_post("/v1/flaky", flaky)
     app.router.add_post("/v1/sse", sse)
     app.router.add_post("/v1/slow", slow)
@@ -86,4 +89,17 @@ async def test_idle_timeout_is_504_and_refused_is_502(engine):
     with pytest.raises(UpstreamError, match="cannot connect") as info:
         await call(proxy, "/v1/flaky")
     assert type(info.value) is UpstreamError and len(proxy.router.failed()) == 1
+    await proxy.close()
+
+
+async def test_probe_loop_returns_healthy_engines_to_rotation(engine):
+    proxy = proxy_for(engine["url"], probe_interval=0.05)
+    endpoint = proxy.router.candidates("m")[0]
+    proxy.router.mark_failed(endpoint)
+    await proxy.start()
+    for _ in range(100):
+        if not proxy.router.failed():
+            break
+        await asyncio.sleep(0.02)
+    assert proxy.router.failed() == []
     await proxy.close()
