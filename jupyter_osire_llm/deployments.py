@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .catalog import Catalog
 from .endpoints import Endpoint, ModelStatus
-from .errors import NotFound, OsireError, RequestError, SchedulerError
+from .errors import NotFound, OsireError, RequestError, SchedulerError, SchedulerTimeout
 from .render import ScriptContext, ScriptRenderer
 from .schedulers.base import Job, JobInfo, JobRequest, Scheduler
 from .spec import SiteLimits, parse_resources
@@ -105,7 +105,7 @@ class DeploymentService:
         try:
             for index, (job_dir, script) in enumerate(scripts):
                 _prepare_job_dir(job_dir, key)
-                request = JobRequest(name=f"osire-{deployment_id}-r{index}", script=script,
+                request = JobRequest(name=_job_name(deployment_id, index), script=script,
                                      folder=job_dir, resources=wanted)
                 job = await asyncio.to_thread(self.scheduler.submit, request)
                 self._update_replica(deployment_id, index, job_id=job.id)
@@ -120,6 +120,8 @@ class DeploymentService:
         submitted = [r for r in deployment.replicas if r.job_id]
         for r in submitted:
             await self._cancel_quietly(r)
+        if isinstance(exc, SchedulerTimeout):  # the job may exist although sbatch never answered
+            await self._cancel_named_quietly(_job_name(deployment_id, len(submitted)))
         if not submitted:
             self._forget(deployment_id)
             shutil.rmtree(self.job_root / deployment_id, ignore_errors=True)
@@ -154,6 +156,13 @@ class DeploymentService:
             await asyncio.to_thread(self.scheduler.cancel, self._job(replica))
         except SchedulerError as exc:
             log.warning("could not cancel job %s: %s", replica.job_id, exc.message)
+
+    async def _cancel_named_quietly(self, name: str) -> None:
+        try:
+            await asyncio.to_thread(self.scheduler.cancel_named, name)
+        except SchedulerError as exc:
+            log.error("could not cancel jobs named %s after a timed-out submission: %s", name,
+                      exc.message)
 
     # -- observations, fed by the monitor -----------------------------------------------------
 
@@ -255,6 +264,10 @@ class DeploymentService:
         self._deployments.pop(deployment_id, None)
         self._keys.pop(deployment_id, None)
         self.store.delete(deployment_id)
+
+
+def _job_name(deployment_id: str, index: int) -> str:
+    return f"osire-{deployment_id}-r{index}"
 
 
 def _prepare_job_dir(job_dir: Path, key: str) -> None:

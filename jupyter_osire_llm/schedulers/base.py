@@ -110,6 +110,11 @@ class Scheduler(abc.ABC):
     def cancel(self, job: Job) -> None:
         """Cancel a job. Cancelling a finished or unknown job is not an error."""
 
+    def cancel_named(self, name: str) -> None:
+        """Cancel the caller's jobs called ``name``: the clean-up after a submission whose answer
+        never came (it may or may not have created a job). Backends whose submit cannot time out
+        that way need nothing here."""
+
     def output_path(self, job: Job) -> Path:
         return job.output_path
 

@@ -319,6 +319,11 @@ class SlurmCLI(Scheduler):
             return
         raise classify_failure(result, "scancel")
 
+    def cancel_named(self, name: str) -> None:
+        result = self._run(["scancel", "--name", name, "--user", self.user], "scancel")
+        if result.returncode != 0:
+            raise classify_failure(result, "scancel")
+
     # -- finished and vanished jobs
 
     def _with_exit_code(self, job: Job, info: JobInfo) -> JobInfo:

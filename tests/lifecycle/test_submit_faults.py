@@ -1,0 +1,58 @@
+"""Slurm misbehaving during a launch: nothing half-done, no orphaned job."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from jupyter_osire_llm.catalog import load_catalog
+from jupyter_osire_llm.deployments import DeploymentService
+from jupyter_osire_llm.errors import SchedulerTimeout, SchedulerUnavailable
+from jupyter_osire_llm.render import ScriptRenderer
+from jupyter_osire_llm.schedulers.slurm import SlurmCLI
+from jupyter_osire_llm.spec import SiteLimits
+from jupyter_osire_llm.store import Store
+from lifecycle_catalog import write_catalog
+
+
+def service(tmp_path: Path, timeout: float) -> DeploymentService:
+    return DeploymentService(
+        catalog=load_catalog(str(write_catalog(tmp_path / "c.yaml"))), limits=SiteLimits(),
+        scheduler=SlurmCLI(command_timeout=timeout), store=Store(tmp_path / "s.sqlite"),
+        renderer=ScriptRenderer(), job_root=tmp_path / "jobs")
+
+
+def live_jobs_under(folder: Path) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-t", "PD,R", "-o", "%i %Z"], capture_output=True,
+                         text=True).stdout
+    return [line for line in out.splitlines() if str(folder) in line]
+
+
+def slow_sbatch(bin_dir: Path) -> None:
+    """An sbatch that submits for real and then hangs: its answer never arrives in time."""
+    bin_dir.mkdir()
+    real = shutil.which("sbatch")
+    (bin_dir / "sbatch").write_text(f"#!/bin/bash\n{real} \"$@\" >/dev/null\nsleep 5\n")
+    (bin_dir / "sbatch").chmod(0o755)
+
+
+def test_sbatch_timeout_leaves_no_orphan_and_no_deployment(slurm_cluster, tmp_path, monkeypatch):
+    slow_sbatch(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    svc = service(tmp_path, timeout=1.5)
+    with pytest.raises(SchedulerTimeout):
+        asyncio.run(svc.launch("fake-chat"))
+    assert svc.list() == [] and list(Store(tmp_path / "s.sqlite").load_all()) == []
+    assert live_jobs_under(tmp_path) == []
+
+
+def test_sbatch_missing_is_a_typed_error_and_nothing_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    svc = service(tmp_path, timeout=5)
+    with pytest.raises(SchedulerUnavailable):
+        asyncio.run(svc.launch("fake-chat"))
+    assert svc.list() == [] and not any((tmp_path / "jobs").iterdir())
