@@ -13,7 +13,9 @@ from .catalog import Catalog, load_catalog
 from .context import OsireContext
 from .deployments import DeploymentService
 from .errors import ConfigError
+from .handlers import default_handlers
 from .monitor import Monitor
+from .proxy import build_proxy
 from .render import ScriptRenderer
 from .schedulers import choose_scheduler
 from .spec import SiteLimits
@@ -105,27 +107,20 @@ class OsireLLM(ExtensionApp):
 
     def _attach_proxy(self, context: OsireContext) -> None:
         """Router and upstream client for /osire/v1 (see router.py and proxy.py)."""
-        try:
-            from .proxy import build_proxy
-        except ImportError:  # the proxy module is optional while it is being built
-            return
         context.router, context.proxy = build_proxy(self, context.service)
 
     def initialize_handlers(self) -> None:
-        from .handlers import default_handlers
         self.handlers.extend(default_handlers())
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:  # type: ignore[override]
         context: OsireContext = self.settings["osire"]
         context.monitor.start()
-        if context.proxy is not None and hasattr(context.proxy, "start"):
-            await context.proxy.start()
+        await context.proxy.start()
 
     async def stop_extension(self) -> None:
         context: OsireContext = self.settings.get("osire")
         if context is None:
             return
         await context.monitor.stop()
-        if context.proxy is not None and hasattr(context.proxy, "close"):
-            await context.proxy.close()
+        await context.proxy.close()
         context.service.store.close()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from .catalog import Catalog
 from .deployments import DeploymentService
@@ -18,8 +18,6 @@ class OsireContext:
     catalog: Catalog
     service: DeploymentService
     monitor: Monitor
-    router: Any = None                     # router.Router (typed loosely: built after the service)
+    router: Any = None                     # router.Router, built after the service
     proxy: Any = None                      # proxy.UpstreamProxy
     catalog_problems: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-    log_level_setter: Optional[Any] = None

@@ -2,12 +2,8 @@
 from __future__ import annotations
 
 from .api import API_HANDLERS
+from .openai import OPENAI_HANDLERS
 
 
 def default_handlers() -> list[tuple]:
-    handlers = list(API_HANDLERS)
-    try:
-        from .openai import OPENAI_HANDLERS
-    except ImportError:  # the proxy handlers are optional while they are being built
-        return handlers
-    return handlers + list(OPENAI_HANDLERS)
+    return [*API_HANDLERS, *OPENAI_HANDLERS]
