@@ -6,19 +6,9 @@
 #   scripts/test.sh [pytest args]
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [ "$(id -u)" -eq 0 ]; then
-    missing=()
-    for p in slurmctld slurmd slurm-client munge chromium; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        echo "osire-test: apt-get install ${missing[*]}" >&2
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
-fi
 source "$REPO/scripts/bootstrap.sh" --test
-bash "$REPO/scripts/slurm-cluster.sh" start
+need_apt chromium                                   # the sidebar's browser tests
+bash "$REPO/scripts/slurm-cluster.sh" start        # installs slurm and munge if missing
 
 cd "$REPO"
 set +e
