@@ -67,7 +67,7 @@ class DeploymentService:
         key = self._keys.get(deployment_id)
         out = []
         for r in deployment.replicas:
-            text = read_tail(Path(r.folder) / "job.log", tail) or (r.log_tail or "")
+            text = read_tail(self.scheduler.output_path(self._job(r)), tail) or (r.log_tail or "")
             if key:
                 text = text.replace(key, "***")
             out.append({"index": r.index, "job_id": r.job_id, "lines": text.splitlines()[-tail:]})
@@ -177,7 +177,7 @@ class DeploymentService:
         replica = deployment.replicas[index]
         tail = ""
         if info.state.terminal and not deployment.stop_requested:
-            tail = read_tail(Path(replica.folder) / "job.log", 30)
+            tail = read_tail(self.scheduler.output_path(self._job(replica)), 30)
             key = self._keys.get(deployment_id)
             tail = tail.replace(key, "***") if key else tail
         new = apply_job_info(replica, info, stop_requested=deployment.stop_requested,

@@ -40,13 +40,6 @@ def time_to_minutes(value: str) -> int:
     return total + (1 if seconds else 0)
 
 
-def memory_to_mb(value: str) -> int:
-    scale = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
-    unit = value[-1] if value[-1] in scale else "M"
-    digits = value[:-1] if value[-1] in scale else value
-    return int(int(digits) * scale[unit])
-
-
 def _check_field(name: str, value: Any) -> Any:
     if value is None:
         return None

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence
 
 from .schedulers.base import JobInfo, JobState
@@ -65,7 +65,6 @@ class Deployment:
     reason: Optional[str] = None
     stop_requested: bool = False
     updated: float = 0.0
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def live(self) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -60,5 +60,11 @@ class Store:
 
 
 def _from_doc(doc: dict) -> Deployment:
-    replicas = tuple(Replica(**r) for r in doc.pop("replicas"))
-    return Deployment(replicas=replicas, **doc)
+    """Rows written by other versions load too: unknown fields are dropped, missing ones default."""
+    replicas = tuple(Replica(**_known(Replica, r)) for r in doc.pop("replicas"))
+    return Deployment(replicas=replicas, **_known(Deployment, doc))
+
+
+def _known(cls: type, doc: dict) -> dict:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in doc.items() if k in names}

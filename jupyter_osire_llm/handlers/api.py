@@ -18,7 +18,7 @@ class HealthHandler(OsireHandler):
         ctx = self.osire
         self.write_json({
             "status": "ok", "version": ctx.version,
-            "scheduler": {"name": ctx.scheduler.name, "reason": ctx.scheduler_reason,
+            "scheduler": {**ctx.scheduler.describe(), "reason": ctx.scheduler_reason,
                           "last_error": ctx.monitor.last_error},
             "catalog": {"models": len(ctx.catalog.models), "problems": ctx.catalog_problems},
             "monitor": {"cycles": ctx.monitor.cycles, "last_cycle": ctx.monitor.last_cycle},

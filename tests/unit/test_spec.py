@@ -2,7 +2,7 @@ import pytest
 
 from jupyter_osire_llm.errors import LimitExceeded, RequestError
 from jupyter_osire_llm.schedulers.base import Resources
-from jupyter_osire_llm.spec import SiteLimits, memory_to_mb, parse_resources, time_to_minutes
+from jupyter_osire_llm.spec import SiteLimits, parse_resources, time_to_minutes
 
 
 @pytest.mark.parametrize("value, minutes", [
@@ -20,9 +20,9 @@ def test_bad_time_is_rejected_naming_the_field(value):
     assert err.value.field == "resources.time"
 
 
-def test_memory_units():
-    assert memory_to_mb("64G") == 65536 and memory_to_mb("4000M") == 4000
+def test_memory_as_megabytes():
     assert parse_resources({"memory": 512}).memory == "512M"
+    assert parse_resources({"memory": "64G"}).memory == "64G"
 
 
 @pytest.mark.parametrize("raw, field", [
