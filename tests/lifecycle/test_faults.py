@@ -1,0 +1,87 @@
+"""Slurm and engines misbehaving while a deployment lives: nothing forgotten, nothing wrong shown."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cluster(command: str) -> None:
+    subprocess.run(["bash", str(REPO / "scripts" / "slurm-cluster.sh"), command], check=True,
+                   capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def osire_config(osire_config):
+    return {**osire_config, "command_timeout": 3.0}
+
+
+async def wait_health(api, predicate, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, health = await api.call("GET", "health")
+        if predicate(health):
+            return health
+        assert time.monotonic() < deadline, health
+        await asyncio.sleep(0.2)
+
+
+async def test_controller_outage_keeps_state_and_recovers(api, backend):
+    if backend != "slurm":
+        pytest.skip("the local backend has no controller")
+    d = await api.launch("fake-chat")
+    ready = await api.wait(d["id"], {"ready"})
+    cluster("stop-ctld")
+    try:
+        health = await wait_health(api, lambda h: h["scheduler"]["last_error"])
+        assert "controller" in health["scheduler"]["last_error"].lower() or \
+            "answer" in health["scheduler"]["last_error"]
+        code, during = await api.call("GET", "deployments", d["id"])
+        assert code == 200 and during["state"] == "ready"          # last known state kept
+        assert during["replicas"][0]["job_id"] == ready["replicas"][0]["job_id"]
+        code, error = await api.call("POST", "deployments", body={"model": "fake-chat"})
+        assert code == 503 and error["error"]["type"] == "scheduler_error", error
+        code, listing = await api.call("GET", "deployments")
+        assert [x["id"] for x in listing["deployments"]] == [d["id"]]  # the refused one left nothing
+    finally:
+        cluster("start-ctld")
+    await wait_health(api, lambda h: h["scheduler"]["last_error"] is None)
+    code, _ = await api.call("DELETE", "deployments", d["id"])
+    assert code == 200
+    await api.wait(d["id"], {"stopped"})
+
+
+async def test_unhealthy_engine_leaves_rotation_and_returns(api, backend, jp_serverapp, tmp_path):
+    if backend != "local":
+        pytest.skip("backend-independent: the monitor's health checks")
+    ctx = jp_serverapp.web_app.settings["osire"]
+    ctx.monitor.health_interval = 0.2
+    d = await api.launch("fake-chat")
+    ready = await api.wait(d["id"], {"ready"})
+    assert [e.replica for e in ctx.service.ready_endpoints("fake-chat")]
+    # Freeze the engine (its own process group, started by the job script) behind the monitor's
+    # back: /health stops answering.
+    endpoint = json.loads((Path(ready["replicas"][0]["folder"]) / "endpoint.json").read_text())
+    engine_group = os.getpgid(endpoint["pid"])
+    os.killpg(engine_group, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 20
+        while ctx.service.ready_endpoints("fake-chat"):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        status = ctx.service.model_status("fake-chat")
+        assert status.state == "ready"   # still a ready deployment, just not callable now
+    finally:
+        os.killpg(engine_group, signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while not ctx.service.ready_endpoints("fake-chat"):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
