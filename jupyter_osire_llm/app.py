@@ -6,19 +6,20 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Unicode, default
+from traitlets import (CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode, default,
+                       validate)
 
 from . import __version__
 from .catalog import Catalog, load_catalog
 from .context import OsireContext
 from .deployments import DeploymentService
-from .errors import ConfigError
+from .errors import ConfigError, RequestError
 from .handlers import default_handlers
 from .monitor import Monitor
 from .proxy import build_proxy
 from .render import ScriptRenderer
 from .schedulers import choose_scheduler
-from .spec import SiteLimits
+from .spec import SiteLimits, parse_resources, time_to_minutes
 from .store import Store
 
 LOGGER_NAME = "jupyter_osire_llm"
@@ -58,6 +59,31 @@ class OsireLLM(ExtensionApp):
                                "for the next bytes from an engine (not a total limit).")
     proxy_retries = Int(2, config=True, help="Other replicas tried when one refuses to connect.")
     log_level_name = Unicode("INFO", config=True, help="Log level of the extension's logger.")
+
+    @validate("max_time")
+    def _check_max_time(self, proposal: dict) -> str:
+        value = proposal["value"]
+        if value:
+            try:
+                time_to_minutes(value)
+            except ValueError as exc:
+                raise TraitError(f"OsireLLM.max_time: {exc}") from exc
+        return value
+
+    @validate("allowed_partitions", "allowed_accounts")
+    def _check_names(self, proposal: dict) -> list:
+        for name in proposal["value"]:
+            try:
+                parse_resources({"partition": name})
+            except RequestError as exc:
+                raise TraitError(f"OsireLLM.{proposal['trait'].name}: {exc.message}") from exc
+        return proposal["value"]
+
+    @validate("max_gpus", "max_deployments", "max_replicas", "local_gpus")
+    def _check_counts(self, proposal: dict) -> int:
+        if proposal["value"] < 0:
+            raise TraitError(f"OsireLLM.{proposal['trait'].name} must be 0 or more")
+        return proposal["value"]
 
     @default("job_root")
     def _default_job_root(self) -> str:

@@ -95,6 +95,8 @@ class Monitor:
     async def _check_replicas(self) -> None:
         checks = []
         now = time.monotonic()
+        live = {(d.id, r.index) for d in self.service.list() for r in d.replicas if r.live}
+        self._last_health = {k: v for k, v in self._last_health.items() if k in live}
         for deployment in self.service.list():
             for r in deployment.replicas:
                 if r.state == STARTING:  # re-read: a requeued job writes a new endpoint

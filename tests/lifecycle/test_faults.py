@@ -85,3 +85,38 @@ async def test_unhealthy_engine_leaves_rotation_and_returns(api, backend, jp_ser
     while not ctx.service.ready_endpoints("fake-chat"):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
+
+
+def test_garbage_endpoint_file_is_ignored_not_fatal(tmp_path, caplog):
+    """An engine (or anything) that writes nonsense into endpoint.json: warned, never a crash."""
+    from jupyter_osire_llm.catalog import parse_catalog
+    from jupyter_osire_llm.deployments import DeploymentService
+    from jupyter_osire_llm.monitor import Monitor
+    from jupyter_osire_llm.render import ScriptRenderer
+    from jupyter_osire_llm.schedulers.local import LocalScheduler
+    from jupyter_osire_llm.spec import SiteLimits
+    from jupyter_osire_llm.store import Store
+
+    catalog = parse_catalog({
+        "engines": {"odd": {"command": "bash -c 'sleep 0.5; echo \"{not json\" > endpoint.json; "
+                                       "sleep 30'", "kind": "openai", "guard": False}},
+        "models": [{"name": "odd", "model": "/m", "engine": "odd"}]})
+    scheduler = LocalScheduler(tmp_path / "local")
+
+    async def scenario() -> None:
+        service = DeploymentService(catalog=catalog, limits=SiteLimits(), scheduler=scheduler,
+                                    store=Store(tmp_path / "s.sqlite"), renderer=ScriptRenderer(),
+                                    job_root=tmp_path / "jobs", advertise_host="127.0.0.1")
+        monitor = Monitor(service, scheduler, health_timeout=0.5)
+        d = await service.launch("odd")
+        try:
+            for _ in range(30):
+                await monitor.cycle()
+                await asyncio.sleep(0.1)
+            assert service.get(d.id).state == "starting"
+        finally:
+            await service.stop(d.id)
+            await monitor.stop()
+
+    asyncio.run(scenario())
+    assert "unreadable endpoint file" in caplog.text
