@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
@@ -144,7 +145,7 @@ class OsireLLM(ExtensionApp):
         await context.proxy.start()
 
     async def stop_extension(self) -> None:
-        context: OsireContext = self.settings.get("osire")
+        context: Optional[OsireContext] = self.settings.get("osire")
         if context is None:
             return
         await context.monitor.stop()

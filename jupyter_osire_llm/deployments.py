@@ -13,7 +13,7 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Optional
 
 from .catalog import Catalog
 from .endpoints import Endpoint, ModelStatus
@@ -47,7 +47,7 @@ class DeploymentService:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def list(self) -> list[Deployment]:
+    def all(self) -> list[Deployment]:
         return list(self._deployments.values())
 
     def get(self, deployment_id: str) -> Deployment:

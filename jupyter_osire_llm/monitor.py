@@ -69,7 +69,7 @@ class Monitor:
                 pass
 
     def interval(self) -> float:
-        busy = any(d.state in (QUEUED, STARTING, STOPPING) for d in self.service.list())
+        busy = any(d.state in (QUEUED, STARTING, STOPPING) for d in self.service.all())
         return self.fast_interval if busy else self.slow_interval
 
     async def cycle(self) -> None:
@@ -95,9 +95,9 @@ class Monitor:
     async def _check_replicas(self) -> None:
         checks = []
         now = time.monotonic()
-        live = {(d.id, r.index) for d in self.service.list() for r in d.replicas if r.live}
+        live = {(d.id, r.index) for d in self.service.all() for r in d.replicas if r.live}
         self._last_health = {k: v for k, v in self._last_health.items() if k in live}
-        for deployment in self.service.list():
+        for deployment in self.service.all():
             for r in deployment.replicas:
                 if r.state == STARTING:  # re-read: a requeued job writes a new endpoint
                     self._read_endpoint(deployment.id, r.index, Path(r.folder))

@@ -80,22 +80,22 @@ class Deployment:
 def apply_job_info(replica: Replica, info: JobInfo, *, stop_requested: bool,
                    log_tail: str = "") -> Replica:
     """Fold one scheduler observation into a replica."""
-    common = dict(scheduler_state=info.state.value, evidence=info.evidence,
-                  node=info.node or replica.node, exit_code=info.exit_code)
+    replica = replace(replica, scheduler_state=info.state.value, evidence=info.evidence,
+                      node=info.node or replica.node, exit_code=info.exit_code)
     if info.state is JobState.PENDING:
         return replace(replica, state=STOPPING if stop_requested else QUEUED,
-                       reason=info.reason, estimated_start=info.estimated_start, **common)
+                       reason=info.reason, estimated_start=info.estimated_start)
     if not info.state.terminal:
         state = STOPPING if stop_requested else (READY if replica.state == READY else STARTING)
         reason = None if state != STOPPING else replica.reason
         return replace(replica, state=state, reason=reason, estimated_start=None,
-                       started_at=replica.started_at or info.start_time, **common)
+                       started_at=replica.started_at or info.start_time)
     ended = info.end_time or replica.ended_at
     if stop_requested:
         return replace(replica, state=STOPPED, reason="stopped by user", ended_at=ended,
-                       healthy=False, **common)
+                       healthy=False)
     return replace(replica, state=FAILED, reason=failure_reason(replica, info, log_tail),
-                   ended_at=ended, healthy=False, log_tail=log_tail or None, **common)
+                   ended_at=ended, healthy=False, log_tail=log_tail or None)
 
 
 def failure_reason(replica: Replica, info: JobInfo, log_tail: str) -> str:
@@ -112,7 +112,8 @@ def failure_reason(replica: Replica, info: JobInfo, log_tail: str) -> str:
     if state is JobState.LOST:
         return "the job vanished from the scheduler and left no exit status"
     code = f" (exit code {info.exit_code})" if info.exit_code is not None else ""
-    signal_number = info.signal or (info.exit_code - 128 if (info.exit_code or 0) > 128 else 0)
+    exit_code = info.exit_code or 0
+    signal_number = info.signal or (exit_code - 128 if exit_code > 128 else 0)
     if signal_number:
         code = f" (killed by signal {signal_number})"
     if replica.state == READY:

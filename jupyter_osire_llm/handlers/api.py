@@ -36,7 +36,7 @@ class DeploymentsHandler(OsireHandler):
     @web.authenticated
     def get(self) -> None:
         now = time.time()
-        self.write_json({"deployments": [d.to_json(now) for d in self.osire.service.list()]})
+        self.write_json({"deployments": [d.to_json(now) for d in self.osire.service.all()]})
 
     @web.authenticated
     async def post(self) -> None:

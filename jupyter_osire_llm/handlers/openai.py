@@ -11,6 +11,7 @@ import time
 from typing import Any, AsyncContextManager, Callable, Optional
 
 from tornado import httputil, web
+from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from ..errors import OsireError, RequestError, RequestTooLarge, UpstreamError
@@ -48,8 +49,13 @@ class _RelayHandler(OsireHandler):
         limit = self.osire.proxy.config.max_body_size
         if int(self.request.headers.get("Content-Length") or 0) > limit:
             raise RequestTooLarge(f"request body over the limit of {limit} bytes", field="body")
-        self.request.connection.set_max_body_size(limit)
+        self._connection().set_max_body_size(limit)
         self._chunks = []
+
+    def _connection(self) -> HTTP1Connection:
+        connection = self.request.connection
+        assert isinstance(connection, HTTP1Connection)  # tornado's HTTP/1 server is the only one
+        return connection
 
     def data_received(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
@@ -90,7 +96,7 @@ class _RelayHandler(OsireHandler):
                 return
             # Nagle off while streaming (tornado turns it back on after the response): a token
             # must not wait for the ACK of the one before.
-            self.request.connection.stream.set_nodelay(True)
+            self._connection().stream.set_nodelay(True)
             try:
                 async for chunk in upstream.chunks():
                     self.write(chunk)

@@ -50,7 +50,7 @@ class Runner:
             return []
         got: list[tuple[int, IO[str]]] = []
         for i in range(total):
-            f = open(self.state_dir / f"{kind}{i}.lock", "a")
+            f: IO[str] = open(self.state_dir / f"{kind}{i}.lock", "a")
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

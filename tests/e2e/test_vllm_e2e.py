@@ -3,7 +3,6 @@ Jupyter server, called with the official ``openai`` client through /osire/v1.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import urllib.error

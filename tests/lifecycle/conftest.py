@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -86,7 +85,7 @@ def api(jp_serverapp, jp_fetch, jp_asyncio_loop) -> Client:
     jp_asyncio_loop.run_until_complete(jp_serverapp._post_start())
     yield Client(jp_fetch)
     ctx = jp_serverapp.web_app.settings["osire"]
-    for d in ctx.service.list():       # never leave jobs behind
+    for d in ctx.service.all():       # never leave jobs behind
         if d.live:
             try:
                 jp_asyncio_loop.run_until_complete(ctx.service.stop(d.id))

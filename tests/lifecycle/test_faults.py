@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -118,5 +119,10 @@ def test_garbage_endpoint_file_is_ignored_not_fatal(tmp_path, caplog):
             await service.stop(d.id)
             await monitor.stop()
 
-    asyncio.run(scenario())
+    monitor_log = logging.getLogger("jupyter_osire_llm.monitor")
+    monitor_log.addHandler(caplog.handler)   # the extension may have re-parented its loggers
+    try:
+        asyncio.run(scenario())
+    finally:
+        monitor_log.removeHandler(caplog.handler)
     assert "unreadable endpoint file" in caplog.text

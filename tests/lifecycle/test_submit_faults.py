@@ -46,7 +46,7 @@ def test_sbatch_timeout_leaves_no_orphan_and_no_deployment(slurm_cluster, tmp_pa
     svc = service(tmp_path, timeout=1.5)
     with pytest.raises(SchedulerTimeout):
         asyncio.run(svc.launch("fake-chat"))
-    assert svc.list() == [] and list(Store(tmp_path / "s.sqlite").load_all()) == []
+    assert svc.all() == [] and list(Store(tmp_path / "s.sqlite").load_all()) == []
     assert live_jobs_under(tmp_path) == []
 
 
@@ -55,4 +55,4 @@ def test_sbatch_missing_is_a_typed_error_and_nothing_is_kept(tmp_path, monkeypat
     svc = service(tmp_path, timeout=5)
     with pytest.raises(SchedulerUnavailable):
         asyncio.run(svc.launch("fake-chat"))
-    assert svc.list() == [] and not any((tmp_path / "jobs").iterdir())
+    assert svc.all() == [] and not any((tmp_path / "jobs").iterdir())
