@@ -59,7 +59,9 @@ class OsireLLM(ExtensionApp):
     proxy_idle_timeout = Float(300.0, config=True, help="Seconds a request or stream may wait "
                                "for the next bytes from an engine (not a total limit).")
     proxy_retries = Int(2, config=True, help="Other replicas tried when one refuses to connect.")
-    log_level_name = Unicode("INFO", config=True, help="Log level of the extension's logger.")
+    log_level_name = CaselessStrEnum(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], "INFO",
+                                     config=True, help="Log level of the extension's logger "
+                                     "(also settable at run time: PUT /osire/api/admin).")
 
     @validate("max_time")
     def _check_max_time(self, proposal: dict) -> str:
@@ -97,7 +99,7 @@ class OsireLLM(ExtensionApp):
     def initialize_settings(self) -> None:
         logger = logging.getLogger(LOGGER_NAME)
         logger.setLevel(self.log_level_name.upper())
-        if not logger.handlers:
+        if not logger.handlers:  # print through Jupyter's handler, in Jupyter's format
             logger.parent = self.log
         catalog = self._load_catalog()
         scheduler, why = choose_scheduler(self.scheduler, state_dir=Path(self.job_root).parent /
