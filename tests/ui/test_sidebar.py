@@ -76,6 +76,11 @@ models:
     description: Exits at start-up (shows the failed state and its log tail)
     resources: {{cpus: 1, time: "00:10:00"}}
     env: {{OSIRE_FAKE_EXIT_AT_START: "3"}}
+  - name: gpu-chat
+    model: /models/gpu-chat
+    engine: fake
+    description: Needs the one (fake) GPU of this machine; a second launch queues
+    resources: {{gpus: 1, cpus: 1, time: "00:10:00"}}
 """)
 
 
@@ -122,7 +127,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
          f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={work}",
          "--OsireLLM.scheduler=local", f"--OsireLLM.catalog={catalog}",
          f"--OsireLLM.job_root={state / 'jobs'}", f"--OsireLLM.db_path={state / 'osire.db'}",
-         "--OsireLLM.max_gpus=1", *(["--allow-root"] if os.geteuid() == 0 else [])],
+         "--OsireLLM.max_gpus=1", "--OsireLLM.local_gpus=1", *(["--allow-root"] if os.geteuid() == 0 else [])],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
@@ -262,3 +267,22 @@ def test_stop_ends_in_stopped(page: Any) -> None:
     sync_api.expect(page.locator('.jp-OsireSidebar-deployment[data-state="ready"]')) \
         .to_have_count(0)
     page.screenshot(path=ARTIFACTS / "06-stopped.png")
+
+
+def test_second_gpu_launch_queues_with_reason(page: Any) -> None:
+    card = _card(page, "gpu-chat")
+    card.get_by_role("button", name="Launch gpu-chat").click()
+    running = page.locator('.jp-OsireSidebar-deployment[data-state="ready"]').filter(
+        has=page.locator(".jp-OsireSidebar-name", has_text="gpu-chat"))
+    sync_api.expect(running).to_have_count(1, timeout=READY_TIMEOUT_MS)
+    card.get_by_role("button", name="Launch gpu-chat").click()
+    queued = page.locator('.jp-OsireSidebar-deployment[data-state="queued"]')
+    sync_api.expect(queued).to_have_count(1, timeout=30_000)
+    sync_api.expect(queued.locator(".jp-OsireSidebar-badge")).to_have_text("Queued")
+    sync_api.expect(queued).to_contain_text("Resources")
+    page.screenshot(path=ARTIFACTS / "07-queued.png")
+    running.get_by_role("button", name="Stop gpu-chat").click()   # frees the GPU
+    sync_api.expect(queued).to_have_count(0, timeout=30_000)
+    page.locator('.jp-OsireSidebar-deployment[data-state="starting"], '
+                 '.jp-OsireSidebar-deployment[data-state="ready"]').filter(
+        has=page.locator(".jp-OsireSidebar-name", has_text="gpu-chat")).first.wait_for()
