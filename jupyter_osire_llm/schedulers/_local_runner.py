@@ -4,10 +4,13 @@ It is the only writer of ``DIR/local_job.json`` once started. Fake GPU (and CPU)
 ``fcntl`` locks on files in the scheduler's state dir, held by this process while the job runs, so
 they are freed even if the runner is killed. The job runs in its own process group; cancel and
 time limit send SIGTERM to the group, then SIGKILL after a grace period (vLLM leaves its workers
-alive if only the main process dies).
+alive if only the main process dies). The runner is a child subreaper, so processes that left the
+job's group (vLLM's engine runs under setsid) become its children when orphaned and are killed
+when the job ends, as Slurm's proctrack/cgroup does on a cluster.
 """
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import signal
@@ -22,6 +25,7 @@ from .local import CANCEL_FILE, hostname, job_env_from_runner, read_state, write
 from .slurm import SCRIPT_FILE
 
 POLL = 0.1
+PR_SET_CHILD_SUBREAPER = 36
 
 
 class Runner:
@@ -86,6 +90,7 @@ class Runner:
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
+        become_subreaper()
         self.update(runner_pid=os.getpid())
         gpus = self.acquire()
         if gpus is None:
@@ -104,6 +109,7 @@ class Runner:
         ending = self.watch(proc, started)
         rc = proc.wait()
         _killpg(proc.pid, signal.SIGKILL)   # leftovers of the group (engine workers)
+        kill_descendants()                  # and of groups that left it (setsid)
         self.release()
         self.finish(rc, ending)
 
@@ -141,6 +147,51 @@ class Runner:
 
     def _on_term(self, signum: int, frame: object) -> None:
         self.cancelled = True
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants are re-parented to this process instead of init (Linux 3.4+)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def kill_descendants(rounds: int = 50) -> None:
+    """SIGKILL every remaining child (with its group) and reap it, until none is left."""
+    me = os.getpid()
+    for _ in range(rounds):
+        children = _children(me)
+        if not children:
+            return
+        for pid in children:
+            _killpg(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        time.sleep(0.05)
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:   # fields: state, ppid, ...
+            found.append(int(entry))
+    return found
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -193,3 +193,31 @@ def _count_scheduler_calls(backend: Backend, monkeypatch) -> list:
             return original(argv, action, env)
         monkeypatch.setattr(backend.scheduler, "_run", spy)
     return calls
+
+
+ESCAPER = ("#!/bin/bash\nsetsid sleep 300 &\necho $! > escaped.pid\n"
+           "sleep 0.5\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_processes_that_left_the_job_session_do_not_outlive_it(backend: Backend):
+    """vLLM's engine runs in its own session (setsid); when the job ends, it must end too."""
+    if backend.kind != "local":
+        pytest.skip("on Slurm this is the site's proctrack plugin (proctrack/cgroup kills them); "
+                    "the test cluster's proctrack/linuxproc does not, and our job script "
+                    "ends the engine's group itself")
+    job = backend.submit(ESCAPER)
+    info = backend.wait(job, terminal)
+    assert info.state is JobState.COMPLETED
+    escaped = int((job.folder / "escaped.pid").read_text())
+    deadline = time.monotonic() + 15
+    while _alive(escaped) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(escaped), "a process of the job outlived it"
