@@ -45,6 +45,8 @@ class OsireLLM(ExtensionApp):
     max_time = Unicode("", config=True, help="Longest time limit (Slurm syntax); empty: none.")
     max_deployments = Int(4, config=True, help="Most live deployments per user.")
     max_replicas = Int(4, config=True, help="Most replicas per deployment.")
+    keep_finished = Int(50, config=True, help="Ended deployments kept (with their logs); older "
+                        "ones are forgotten and their job folders removed.")
     local_gpus = Int(0, config=True, help="GPU slots the local backend hands out.")
     command_timeout = Float(15.0, config=True, help="Seconds before a scheduler command fails.")
     engine_host = Unicode("", config=True, help="Host the proxy uses to reach engines; empty: "
@@ -82,7 +84,7 @@ class OsireLLM(ExtensionApp):
                 raise TraitError(f"OsireLLM.{proposal['trait'].name}: {exc.message}") from exc
         return proposal["value"]
 
-    @validate("max_gpus", "max_deployments", "max_replicas", "local_gpus")
+    @validate("max_gpus", "max_deployments", "max_replicas", "local_gpus", "keep_finished")
     def _check_counts(self, proposal: dict) -> int:
         if proposal["value"] < 0:
             raise TraitError(f"OsireLLM.{proposal['trait'].name} must be 0 or more")
@@ -113,7 +115,7 @@ class OsireLLM(ExtensionApp):
             limits=SiteLimits(self.allowed_partitions, self.allowed_accounts, self.max_gpus,
                               self.max_time, self.max_deployments, self.max_replicas),
             advertise_host=self.engine_host or ("127.0.0.1" if local else ""),
-            bind_host="127.0.0.1" if local else "0.0.0.0")
+            bind_host="127.0.0.1" if local else "0.0.0.0", keep_finished=self.keep_finished)
         monitor = Monitor(service, scheduler, fast_interval=self.monitor_fast_interval,
                           slow_interval=self.monitor_slow_interval)
         context = OsireContext(version=__version__, scheduler=scheduler, scheduler_reason=why,

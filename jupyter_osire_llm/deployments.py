@@ -35,11 +35,12 @@ _STATE_RANK = {READY: 0, STARTING: 1, QUEUED: 2}
 class DeploymentService:
     def __init__(self, *, catalog: Catalog, limits: SiteLimits, scheduler: Scheduler,
                  store: Store, renderer: ScriptRenderer, job_root: Path,
-                 advertise_host: str = "", bind_host: str = "0.0.0.0",
+                 advertise_host: str = "", bind_host: str = "0.0.0.0", keep_finished: int = 50,
                  clock: Callable[[], float] = time.time) -> None:
         self.catalog, self.limits, self.scheduler = catalog, limits, scheduler
         self.store, self.renderer, self.job_root = store, renderer, job_root
         self.advertise_host, self.bind_host, self.clock = advertise_host, bind_host, clock
+        self.keep_finished = keep_finished
         self.changed = asyncio.Event()            # wakes the monitor early
         self._deployments: dict[str, Deployment] = {}
         self._keys: dict[str, str] = {}
@@ -244,6 +245,7 @@ class DeploymentService:
             for r in lost:  # the server died between persisting and submitting
                 self._update_replica(deployment.id, r.index, state=FAILED,
                                      reason="submission interrupted by a server restart")
+        self._prune_finished()
 
     def _update_replica(self, deployment_id: str, index: int, **changes: Any) -> None:
         replica = self._deployments[deployment_id].replicas[index]
@@ -256,9 +258,22 @@ class DeploymentService:
 
     def _put(self, deployment: Deployment) -> None:
         state, reason = deployment_state(deployment.replicas, deployment.stop_requested)
+        was_live = self._deployments[deployment.id].live if deployment.id in self._deployments \
+            else True
         deployment = replace(deployment, state=state, reason=reason, updated=self.clock())
         self._deployments[deployment.id] = deployment
         self.store.save(deployment)
+        if was_live and not deployment.live:
+            self._prune_finished()
+
+    def _prune_finished(self) -> None:
+        """Keep the newest ``keep_finished`` ended deployments; forget older ones and their
+        job folders (logs, dead keys), so the list and the disk do not grow forever."""
+        finished = sorted((d for d in self._deployments.values() if not d.live),
+                          key=lambda d: d.updated, reverse=True)
+        for old in finished[self.keep_finished:]:
+            self._forget(old.id)
+            shutil.rmtree(self.job_root / old.id, ignore_errors=True)
 
     def _forget(self, deployment_id: str) -> None:
         self._deployments.pop(deployment_id, None)

@@ -126,3 +126,38 @@ def test_garbage_endpoint_file_is_ignored_not_fatal(tmp_path, caplog):
     finally:
         monitor_log.removeHandler(caplog.handler)
     assert "unreadable endpoint file" in caplog.text
+
+
+def test_only_the_newest_finished_deployments_are_kept(tmp_path):
+    from jupyter_osire_llm.catalog import parse_catalog
+    from jupyter_osire_llm.deployments import DeploymentService
+    from jupyter_osire_llm.render import ScriptRenderer
+    from jupyter_osire_llm.schedulers.base import JobInfo, JobState
+    from jupyter_osire_llm.schedulers.local import LocalScheduler
+    from jupyter_osire_llm.spec import SiteLimits
+    from jupyter_osire_llm.store import Store
+
+    catalog = parse_catalog({"engines": {"e": {"command": "true", "kind": "openai",
+                                               "guard": False}},
+                             "models": [{"name": "m", "model": "/m", "engine": "e"}]})
+
+    def make() -> DeploymentService:
+        return DeploymentService(catalog=catalog, limits=SiteLimits(max_deployments=10),
+                                 scheduler=LocalScheduler(tmp_path / "local"),
+                                 store=Store(tmp_path / "s.sqlite"), renderer=ScriptRenderer(),
+                                 job_root=tmp_path / "jobs", keep_finished=2)
+
+    async def scenario() -> list[str]:
+        service = make()
+        ids = []
+        for _ in range(4):
+            d = await service.launch("m")
+            ids.append(d.id)
+            job_id = d.replicas[0].job_id
+            service.observe_job(d.id, 0, JobInfo(job_id, JobState.FAILED, exit_code=1))
+        return ids
+
+    ids = asyncio.run(scenario())
+    kept = [d.id for d in make().all()]
+    assert kept == ids[2:]
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == sorted(ids[2:])
