@@ -93,3 +93,23 @@ def test_hostile_catalog_values_stay_inside_their_quotes(value):
     assert f"export X={shlex.quote(value)}\n" in script
     assert len(script.splitlines()) == len(render(entry(env={"X": "v"},
                                                         engine_args={"extra": "v"})).splitlines())
+
+
+def test_site_template_folder_overrides_ours(tmp_path):
+    (tmp_path / "engine.sh.j2").write_text(
+        "#!/bin/bash\n#SBATCH --reservation=llm\n# site template for {{ served_name }}\n"
+        "{{ command }} {{ engine_args | map('q') | join(' ') }}\n")
+    ctx = ScriptContext("abc", 0, Path("/jobs/abc/r0"))
+    script = ScriptRenderer(str(tmp_path)).render(entry(), Resources(), ctx)
+    assert script.startswith("#!/bin/bash\n#SBATCH --reservation=llm\n# site template for m\n")
+
+
+def test_missing_template_is_a_config_error(tmp_path):
+    import pytest
+    from jupyter_osire_llm.errors import ConfigError
+    catalog = parse_catalog({"engines": {"e": {"command": "x", "template": "nope.j2"}},
+                             "models": [{"name": "m", "model": "/m", "engine": "e"}]})
+    with pytest.raises(ConfigError) as err:
+        ScriptRenderer(str(tmp_path)).render(catalog.get("m"), Resources(),
+                                             ScriptContext("a", 0, Path("/j")))
+    assert "nope.j2" in err.value.message
