@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from .catalog import Catalog
 from .endpoints import Endpoint, ModelStatus
-from .errors import NotFound, OsireError, RequestError, SchedulerError, SchedulerTimeout
+from .errors import ConfigError, NotFound, OsireError, RequestError, SchedulerError, SchedulerTimeout
 from .render import ScriptContext, ScriptRenderer
 from .schedulers.base import Job, JobInfo, JobRequest, Scheduler
 from .spec import SiteLimits, parse_resources
@@ -110,9 +110,13 @@ class DeploymentService:
                                      folder=job_dir, resources=wanted)
                 job = await asyncio.to_thread(self.scheduler.submit, request)
                 self._update_replica(deployment_id, index, job_id=job.id)
-        except (SchedulerError, OSError) as exc:
+        except SchedulerError as exc:
             await self._abort_launch(deployment_id, exc)
             raise
+        except OSError as exc:
+            await self._abort_launch(deployment_id, exc)
+            raise ConfigError(f"cannot prepare the job folder under {self.job_root}: "
+                              f"{exc.strerror or exc} (check c.OsireLLM.job_root)") from exc
         self.changed.set()
         return self.get(deployment_id)
 

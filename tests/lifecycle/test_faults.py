@@ -161,3 +161,25 @@ def test_only_the_newest_finished_deployments_are_kept(tmp_path):
     kept = [d.id for d in make().all()]
     assert kept == ids[2:]
     assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == sorted(ids[2:])
+
+
+def test_unusable_job_root_is_a_clear_error_and_keeps_nothing(tmp_path):
+    from jupyter_osire_llm.catalog import parse_catalog
+    from jupyter_osire_llm.deployments import DeploymentService
+    from jupyter_osire_llm.errors import ConfigError
+    from jupyter_osire_llm.render import ScriptRenderer
+    from jupyter_osire_llm.schedulers.local import LocalScheduler
+    from jupyter_osire_llm.spec import SiteLimits
+    from jupyter_osire_llm.store import Store
+
+    (tmp_path / "a-file").write_text("not a folder")
+    catalog = parse_catalog({"engines": {"e": {"command": "true"}},
+                             "models": [{"name": "m", "model": "/m", "engine": "e"}]})
+    service = DeploymentService(catalog=catalog, limits=SiteLimits(),
+                                scheduler=LocalScheduler(tmp_path / "local"),
+                                store=Store(tmp_path / "s.sqlite"), renderer=ScriptRenderer(),
+                                job_root=tmp_path / "a-file" / "jobs")
+    with pytest.raises(ConfigError) as err:
+        asyncio.run(service.launch("m"))
+    assert "job_root" in err.value.message and "a-file" in err.value.message
+    assert service.all() == []
