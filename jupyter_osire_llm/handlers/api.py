@@ -21,6 +21,8 @@ class HealthHandler(OsireHandler):
             "scheduler": {**ctx.scheduler.describe(), "reason": ctx.scheduler_reason,
                           "last_error": ctx.monitor.last_error},
             "catalog": {"models": len(ctx.catalog.models), "problems": ctx.catalog_problems},
+            "static_endpoints": {"models": sorted(ctx.router.static),
+                                 "problems": ctx.router.problems},
             "monitor": {"cycles": ctx.monitor.cycles, "last_cycle": ctx.monitor.last_cycle},
         })
 

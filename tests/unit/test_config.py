@@ -20,3 +20,9 @@ def test_bad_traits(trait, value, fragment):
 def test_good_traits():
     app = OsireLLM(max_time="1-00:00:00", allowed_partitions=["gpu", "gpu-a100"], max_gpus=4)
     assert app.max_time == "1-00:00:00"
+
+
+def test_missing_catalog_file_leaves_an_empty_catalog_with_the_reason(tmp_path):
+    app = OsireLLM(catalog=str(tmp_path / "nope.yaml"))
+    catalog = app._load_catalog()
+    assert catalog.models == {} and "cannot read" in catalog.problems[0]
