@@ -21,7 +21,7 @@ from .errors import ConfigError, NotFound, OsireError, RequestError, SchedulerEr
 from .render import ScriptContext, ScriptRenderer
 from .schedulers.base import Job, JobInfo, JobRequest, Scheduler
 from .spec import SiteLimits, parse_resources
-from .states import (FAILED, QUEUED, READY, STARTING, Deployment, Replica, apply_job_info,
+from .states import (FAILED, QUEUED, READY, STARTING, STOPPED, Deployment, Replica, apply_job_info,
                      deployment_state)
 from .store import Store
 
@@ -110,6 +110,9 @@ class DeploymentService:
                                      folder=job_dir, resources=wanted)
                 job = await asyncio.to_thread(self.scheduler.submit, request)
                 self._update_replica(deployment_id, index, job_id=job.id)
+                if self.get(deployment_id).stop_requested:  # stopped while we were submitting
+                    await self._cancel_quietly(self.get(deployment_id).replicas[index])
+                    break
         except SchedulerError as exc:
             await self._abort_launch(deployment_id, exc)
             raise
@@ -149,8 +152,8 @@ class DeploymentService:
                     await asyncio.to_thread(self.scheduler.cancel, self._job(r))
                 except SchedulerError as exc:
                     errors.append(exc)
-            elif not r.job_id:
-                self._update_replica(deployment_id, r.index, state="stopped")
+            elif not r.job_id:  # not submitted yet: launch() cancels it if it gets submitted
+                self._update_replica(deployment_id, r.index, state=STOPPED)
         self.changed.set()
         if errors:
             raise errors[0]

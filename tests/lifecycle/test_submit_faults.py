@@ -5,6 +5,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,33 @@ def test_sbatch_missing_is_a_typed_error_and_nothing_is_kept(tmp_path, monkeypat
     with pytest.raises(SchedulerUnavailable):
         asyncio.run(svc.launch("fake-chat"))
     assert svc.all() == [] and not any((tmp_path / "jobs").iterdir())
+
+
+def test_stop_during_a_slow_submission_leaves_no_job(slurm_cluster, tmp_path, monkeypatch):
+    """sbatch answers after 2 s; the user stops the deployment meanwhile: no job may survive."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    real = shutil.which("sbatch")
+    (bin_dir / "sbatch").write_text(f"#!/bin/bash\nout=$({real} \"$@\")\nrc=$?\nsleep 2\n"
+                                    "echo \"$out\"\nexit $rc\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    svc = service(tmp_path, timeout=15)
+
+    async def scenario() -> str:
+        launch = asyncio.create_task(svc.launch("fake-chat", replicas=2))
+        while not svc.all():
+            await asyncio.sleep(0.05)
+        deployment_id = svc.all()[0].id
+        await svc.stop(deployment_id)          # replica 0 is still being submitted
+        await launch
+        return deployment_id
+
+    deployment_id = asyncio.run(scenario())
+    deployment = svc.get(deployment_id)
+    assert deployment.stop_requested and [r.job_id is None for r in deployment.replicas] == \
+        [False, True]                          # the second replica was never submitted
+    deadline = time.monotonic() + 20
+    while live_jobs_under(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert live_jobs_under(tmp_path) == []
