@@ -44,6 +44,7 @@ class DeploymentService:
         self.changed = asyncio.Event()            # wakes the monitor early
         self._deployments: dict[str, Deployment] = {}
         self._keys: dict[str, str] = {}
+        self._interrupted: list[str] = []        # job names whose submission a restart cut off
         self._reload()
 
     # -- queries ---------------------------------------------------------------------------
@@ -172,6 +173,11 @@ class DeploymentService:
             log.error("could not cancel jobs named %s after a timed-out submission: %s", name,
                       exc.message)
 
+    async def cancel_interrupted(self) -> None:
+        """Jobs whose submission a restart cut off may exist without us knowing their id."""
+        while self._interrupted:
+            await self._cancel_named_quietly(self._interrupted.pop())
+
     # -- observations, fed by the monitor -----------------------------------------------------
 
     def live_jobs(self) -> list[tuple[str, Replica, Job]]:
@@ -249,9 +255,10 @@ class DeploymentService:
             if key_file and key_file.exists():
                 self._keys[deployment.id] = key_file.read_text().strip()
             lost = [r for r in deployment.replicas if r.live and not r.job_id]
-            for r in lost:  # the server died between persisting and submitting
+            for r in lost:  # the server died between persisting and recording the job id
                 self._update_replica(deployment.id, r.index, state=FAILED,
                                      reason="submission interrupted by a server restart")
+                self._interrupted.append(_job_name(deployment.id, r.index))
         self._prune_finished()
 
     def _update_replica(self, deployment_id: str, index: int, **changes: Any) -> None:

@@ -55,6 +55,7 @@ class Monitor:
             self._session = None
 
     async def run(self) -> None:
+        await self.service.cancel_interrupted()
         while True:
             try:
                 await self.cycle()

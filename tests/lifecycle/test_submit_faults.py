@@ -87,3 +87,25 @@ def test_stop_during_a_slow_submission_leaves_no_job(slurm_cluster, tmp_path, mo
     while live_jobs_under(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert live_jobs_under(tmp_path) == []
+
+
+def test_restart_after_an_unrecorded_submission_cancels_the_job(slurm_cluster, tmp_path):
+    """The server died after sbatch ran but before the job id was saved: the next start finds
+    the job by name and cancels it, and the deployment ends failed, not forgotten."""
+    from jupyter_osire_llm.states import Deployment, Replica
+
+    job_dir = tmp_path / "jobs" / "cafe0001" / "r0"
+    job_dir.mkdir(parents=True)
+    subprocess.run(["sbatch", "--parsable", "--job-name=osire-cafe0001-r0", f"--chdir={job_dir}",
+                    "--output=/dev/null", "--wrap=sleep 300"], check=True, capture_output=True)
+    Store(tmp_path / "s.sqlite").save(Deployment(
+        id="cafe0001", model="fake-chat", created=1.0, resources={},
+        replicas=(Replica(index=0, folder=str(job_dir)),)))
+    svc = service(tmp_path, timeout=15)
+    assert svc.get("cafe0001").state == "failed"
+    assert "interrupted" in svc.get("cafe0001").reason
+    asyncio.run(svc.cancel_interrupted())
+    deadline = time.monotonic() + 20
+    while live_jobs_under(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert live_jobs_under(tmp_path) == []
