@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional, Sequence
 
@@ -114,6 +115,13 @@ class PySlurm(Scheduler):
             if "Invalid job id" in str(exc) or "already completed" in str(exc):
                 return
             raise _translate("cancel", str(exc)) from exc
+
+    def cancel_named(self, name: str) -> None:
+        loaded = self._call("query", self.pyslurm.Jobs.load)
+        for found in loaded.values():
+            if found.name == name and found.user_name == self.user \
+                    and not parse_state(str(found.state))[0].terminal:
+                self.cancel(Job(str(found.id), Path(str(found.working_directory or "."))))
 
 
 def _translate(action: str, message: str) -> errors.SchedulerError:
