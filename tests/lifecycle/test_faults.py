@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_osire_llm.monitor import Monitor
+from jupyter_osire_llm.spec import SiteLimits
+from service_factory import make_service, one_model_catalog
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -90,25 +94,12 @@ async def test_unhealthy_engine_leaves_rotation_and_returns(api, backend, jp_ser
 
 def test_garbage_endpoint_file_is_ignored_not_fatal(tmp_path, caplog):
     """An engine (or anything) that writes nonsense into endpoint.json: warned, never a crash."""
-    from jupyter_osire_llm.catalog import parse_catalog
-    from jupyter_osire_llm.deployments import DeploymentService
-    from jupyter_osire_llm.monitor import Monitor
-    from jupyter_osire_llm.render import ScriptRenderer
-    from jupyter_osire_llm.schedulers.local import LocalScheduler
-    from jupyter_osire_llm.spec import SiteLimits
-    from jupyter_osire_llm.store import Store
-
-    catalog = parse_catalog({
-        "engines": {"odd": {"command": "bash -c 'sleep 0.5; echo \"{not json\" > endpoint.json; "
-                                       "sleep 30'", "kind": "openai", "guard": False}},
-        "models": [{"name": "odd", "model": "/m", "engine": "odd"}]})
-    scheduler = LocalScheduler(tmp_path / "local")
+    catalog = one_model_catalog(
+        "bash -c 'sleep 0.5; echo \"{not json\" > endpoint.json; sleep 30'", name="odd")
 
     async def scenario() -> None:
-        service = DeploymentService(catalog=catalog, limits=SiteLimits(), scheduler=scheduler,
-                                    store=Store(tmp_path / "s.sqlite"), renderer=ScriptRenderer(),
-                                    job_root=tmp_path / "jobs", advertise_host="127.0.0.1")
-        monitor = Monitor(service, scheduler, health_timeout=0.5)
+        service = make_service(tmp_path, catalog, advertise_host="127.0.0.1")
+        monitor = Monitor(service, service.scheduler, health_timeout=0.5)
         d = await service.launch("odd")
         try:
             for _ in range(30):
@@ -129,23 +120,13 @@ def test_garbage_endpoint_file_is_ignored_not_fatal(tmp_path, caplog):
 
 
 def test_only_the_newest_finished_deployments_are_kept(tmp_path):
-    from jupyter_osire_llm.catalog import parse_catalog
-    from jupyter_osire_llm.deployments import DeploymentService
-    from jupyter_osire_llm.render import ScriptRenderer
     from jupyter_osire_llm.schedulers.base import JobInfo, JobState
-    from jupyter_osire_llm.schedulers.local import LocalScheduler
-    from jupyter_osire_llm.spec import SiteLimits
-    from jupyter_osire_llm.store import Store
 
-    catalog = parse_catalog({"engines": {"e": {"command": "true", "kind": "openai",
-                                               "guard": False}},
-                             "models": [{"name": "m", "model": "/m", "engine": "e"}]})
+    catalog = one_model_catalog("true")
 
-    def make() -> DeploymentService:
-        return DeploymentService(catalog=catalog, limits=SiteLimits(max_deployments=10),
-                                 scheduler=LocalScheduler(tmp_path / "local"),
-                                 store=Store(tmp_path / "s.sqlite"), renderer=ScriptRenderer(),
-                                 job_root=tmp_path / "jobs", keep_finished=2)
+    def make():
+        return make_service(tmp_path, catalog, limits=SiteLimits(max_deployments=10),
+                            keep_finished=2)
 
     async def scenario() -> list[str]:
         service = make()
@@ -164,21 +145,11 @@ def test_only_the_newest_finished_deployments_are_kept(tmp_path):
 
 
 def test_unusable_job_root_is_a_clear_error_and_keeps_nothing(tmp_path):
-    from jupyter_osire_llm.catalog import parse_catalog
-    from jupyter_osire_llm.deployments import DeploymentService
     from jupyter_osire_llm.errors import ConfigError
-    from jupyter_osire_llm.render import ScriptRenderer
-    from jupyter_osire_llm.schedulers.local import LocalScheduler
-    from jupyter_osire_llm.spec import SiteLimits
-    from jupyter_osire_llm.store import Store
 
     (tmp_path / "a-file").write_text("not a folder")
-    catalog = parse_catalog({"engines": {"e": {"command": "true"}},
-                             "models": [{"name": "m", "model": "/m", "engine": "e"}]})
-    service = DeploymentService(catalog=catalog, limits=SiteLimits(),
-                                scheduler=LocalScheduler(tmp_path / "local"),
-                                store=Store(tmp_path / "s.sqlite"), renderer=ScriptRenderer(),
-                                job_root=tmp_path / "a-file" / "jobs")
+    service = make_service(tmp_path, one_model_catalog("true"),
+                           job_root=tmp_path / "a-file" / "jobs")
     with pytest.raises(ConfigError) as err:
         asyncio.run(service.launch("m"))
     assert "job_root" in err.value.message and "a-file" in err.value.message

@@ -13,18 +13,15 @@ import pytest
 from jupyter_osire_llm.catalog import load_catalog
 from jupyter_osire_llm.deployments import DeploymentService
 from jupyter_osire_llm.errors import SchedulerTimeout, SchedulerUnavailable
-from jupyter_osire_llm.render import ScriptRenderer
 from jupyter_osire_llm.schedulers.slurm import SlurmCLI
-from jupyter_osire_llm.spec import SiteLimits
 from jupyter_osire_llm.store import Store
 from lifecycle_catalog import write_catalog
+from service_factory import make_service
 
 
 def service(tmp_path: Path, timeout: float) -> DeploymentService:
-    return DeploymentService(
-        catalog=load_catalog(str(write_catalog(tmp_path / "c.yaml"))), limits=SiteLimits(),
-        scheduler=SlurmCLI(command_timeout=timeout), store=Store(tmp_path / "s.sqlite"),
-        renderer=ScriptRenderer(), job_root=tmp_path / "jobs")
+    return make_service(tmp_path, load_catalog(str(write_catalog(tmp_path / "c.yaml"))),
+                        SlurmCLI(command_timeout=timeout))
 
 
 def live_jobs_under(folder: Path) -> list[str]:

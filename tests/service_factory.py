@@ -1,0 +1,29 @@
+"""A DeploymentService built directly (no Jupyter server), for core-level fault tests."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from jupyter_osire_llm.catalog import parse_catalog
+from jupyter_osire_llm.deployments import DeploymentService
+from jupyter_osire_llm.render import ScriptRenderer
+from jupyter_osire_llm.schedulers.base import Scheduler
+from jupyter_osire_llm.schedulers.local import LocalScheduler
+from jupyter_osire_llm.spec import SiteLimits
+from jupyter_osire_llm.store import Store
+
+
+def one_model_catalog(command: str, name: str = "m"):
+    """A catalog with one model whose engine is ``command`` (any OpenAI-style server, unguarded)."""
+    return parse_catalog({"engines": {"e": {"command": command, "kind": "openai",
+                                            "guard": False}},
+                          "models": [{"name": name, "model": "/m", "engine": "e"}]})
+
+
+def make_service(tmp_path: Path, catalog, scheduler: Optional[Scheduler] = None,
+                 limits: SiteLimits = SiteLimits(), job_root: Optional[Path] = None,
+                 **options: Any) -> DeploymentService:
+    return DeploymentService(catalog=catalog, limits=limits,
+                             scheduler=scheduler or LocalScheduler(tmp_path / "local"),
+                             store=Store(tmp_path / "s.sqlite"), renderer=ScriptRenderer(),
+                             job_root=job_root or tmp_path / "jobs", **options)
