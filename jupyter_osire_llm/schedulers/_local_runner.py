@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 from typing import IO, Optional
 
-from .base import OUTPUT_FILE, JobState
+from .base import OUTPUT_FILE, SCRIPT_FILE, JobState
 from .local import CANCEL_FILE, hostname, job_env_from_runner, read_state, write_state
-from .slurm import SCRIPT_FILE
 
 POLL = 0.1
 PR_SET_CHILD_SUBREAPER = 36

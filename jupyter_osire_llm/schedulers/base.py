@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import abc
 import enum
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+from ..errors import RequestError
+
 #: Written by every job (the backend arranges it) when its script exits: the exit status.
 EXIT_FILE = "exit_status"
 #: The job's combined stdout/stderr, in its folder.
 OUTPUT_FILE = "job.log"
+#: The batch script as submitted (with the exit trap), in its folder.
+SCRIPT_FILE = "job.sh"
+#: Variables never handed on to a job: the Jupyter server's own credentials.
+SECRET_ENV = re.compile(r"^(JUPYTERHUB_.*|JPY_.*|JUPYTER_TOKEN|JUPYTER_SERVER_TOKEN)$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class JobState(str, enum.Enum):
@@ -160,3 +168,14 @@ def with_exit_trap(script: str, folder: Path) -> str:
         i += 1
     trap = EXIT_TRAP.format(path=shlex.quote(str(folder / EXIT_FILE)))
     return "".join(lines[:i]) + trap + "".join(lines[i:])
+
+
+def job_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment sbatch runs with (and, through --export=ALL, the job): ``base`` without the
+    server's credentials, plus ``extra``. Values travel in the environment, never in argv."""
+    for name in extra:
+        if not _ENV_NAME.match(name) or name.startswith(("SBATCH_", "SLURM_")):
+            raise RequestError(f"environment variable name not allowed: {name!r}", field="env")
+    env = {k: v for k, v in base.items() if not SECRET_ENV.match(k)}
+    env.update(extra)
+    return env

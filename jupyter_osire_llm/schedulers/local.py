@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .. import errors
-from .base import Job, JobInfo, JobRequest, JobState, Scheduler, exit_file_info, with_exit_trap
-from .slurm import SCRIPT_FILE, job_environment
+from .base import (SCRIPT_FILE, Job, JobInfo, JobRequest, JobState, Scheduler, exit_file_info,
+                   job_environment, with_exit_trap)
 
 STATE_FILE = "local_job.json"
 CANCEL_FILE = "local_cancel"

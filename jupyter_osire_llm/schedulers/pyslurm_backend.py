@@ -14,9 +14,9 @@ from types import ModuleType
 from typing import Any, Optional, Sequence
 
 from .. import errors
-from .base import (OUTPUT_FILE, Job, JobInfo, JobRequest, JobState, Resources, Scheduler,
-                   exit_file_info, with_exit_trap)
-from .slurm import SCRIPT_FILE, job_environment, parse_state
+from .base import (OUTPUT_FILE, SCRIPT_FILE, Job, JobInfo, JobRequest, JobState, Resources,
+                   Scheduler, exit_file_info, job_environment, with_exit_trap)
+from .slurm import parse_state
 
 
 def import_pyslurm() -> ModuleType:

@@ -17,20 +17,16 @@ import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 from .. import errors
-from .base import (OUTPUT_FILE, Job, JobInfo, JobRequest, JobState, Resources, Scheduler,
-                   exit_file_info, with_exit_trap)
+from .base import (OUTPUT_FILE, SCRIPT_FILE, Job, JobInfo, JobRequest, JobState, Resources,
+                   Scheduler, exit_file_info, job_environment, with_exit_trap)
 
-SCRIPT_FILE = "job.sh"
 #: squeue fields, in order: id, state, reason, nodes, submit, start (estimated when pending),
 #: end, user. None of them can contain "|".
 SQUEUE_FORMAT = "%i|%T|%r|%N|%V|%S|%e|%u"
 SACCT_FIELDS = "JobID,State,ExitCode,NodeList,Submit,Start,End,User,Reason"
-#: Variables never handed on to a job: the Jupyter server's own credentials.
-SECRET_ENV = re.compile(r"^(JUPYTERHUB_.*|JPY_.*|JUPYTER_TOKEN|JUPYTER_SERVER_TOKEN)$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 _STATES = {s.value: s for s in JobState if s is not JobState.LOST}
 #: Rarer Slurm states, mapped onto ours (the original name becomes the reason).
@@ -91,18 +87,6 @@ def squeue_command(job_ids: Sequence[str]) -> list[str]:
 def sacct_command(job_ids: Sequence[str]) -> list[str]:
     return ["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(job_ids)}",
             f"--format={SACCT_FIELDS}"]
-
-
-def job_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """The environment sbatch runs with (and, through --export=ALL, the job): ``base`` without the
-    server's credentials, plus ``extra``. Values travel in the environment, never in argv."""
-    for name in extra:
-        if not _ENV_NAME.match(name) or name.startswith(("SBATCH_", "SLURM_")):
-            raise errors.RequestError(f"environment variable name not allowed: {name!r}",
-                                      field="env")
-    env = {k: v for k, v in base.items() if not SECRET_ENV.match(k)}
-    env.update(extra)
-    return env
 
 
 # ---------------------------------------------------------------- pure: parsing

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from jupyter_osire_llm import errors
-from jupyter_osire_llm.schedulers.base import JobRequest, JobState, Resources
-from jupyter_osire_llm.schedulers.slurm import (Completed, classify_failure, job_environment,
-                                                parse_exit_code, parse_sacct, parse_sbatch,
-                                                parse_scontrol_job, parse_squeue, parse_state,
-                                                parse_time, sbatch_command, squeue_command)
+from jupyter_osire_llm.schedulers.base import JobRequest, JobState, Resources, job_environment
+from jupyter_osire_llm.schedulers.slurm import (Completed, classify_failure, parse_exit_code,
+                                                parse_sacct, parse_sbatch, parse_scontrol_job,
+                                                parse_squeue, parse_state, parse_time,
+                                                sbatch_command, squeue_command)
 
 DATA = Path(__file__).parent.parent / "data" / "slurm"
 
