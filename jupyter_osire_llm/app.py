@@ -119,8 +119,7 @@ class OsireLLM(ExtensionApp):
         monitor = Monitor(service, scheduler, fast_interval=self.monitor_fast_interval,
                           slow_interval=self.monitor_slow_interval)
         context = OsireContext(version=__version__, scheduler=scheduler, scheduler_reason=why,
-                               catalog=catalog, service=service, monitor=monitor,
-                               catalog_problems=catalog.problems)
+                               catalog=catalog, service=service, monitor=monitor)
         self._attach_proxy(context)
         self.settings["osire"] = context
 

@@ -1,7 +1,7 @@
 """The services the extension places in the tornado settings at start-up (``settings["osire"]``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .catalog import Catalog
@@ -20,4 +20,3 @@ class OsireContext:
     monitor: Monitor
     router: Any = None                     # router.Router, built after the service
     proxy: Any = None                      # proxy.UpstreamProxy
-    catalog_problems: list[str] = field(default_factory=list)

@@ -20,7 +20,7 @@ class HealthHandler(OsireHandler):
             "status": "ok", "version": ctx.version,
             "scheduler": {**ctx.scheduler.describe(), "reason": ctx.scheduler_reason,
                           "last_error": ctx.monitor.last_error},
-            "catalog": {"models": len(ctx.catalog.models), "problems": ctx.catalog_problems},
+            "catalog": {"models": len(ctx.catalog.models), "problems": ctx.catalog.problems},
             "static_endpoints": {"models": sorted(ctx.router.static),
                                  "problems": ctx.router.problems},
             "monitor": {"cycles": ctx.monitor.cycles, "last_cycle": ctx.monitor.last_cycle},
@@ -31,7 +31,7 @@ class CatalogHandler(OsireHandler):
     @web.authenticated
     def get(self) -> None:
         self.write_json({"models": self.osire.catalog.public(),
-                         "problems": self.osire.catalog_problems})
+                         "problems": self.osire.catalog.problems})
 
 
 class DeploymentsHandler(OsireHandler):

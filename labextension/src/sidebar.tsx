@@ -90,19 +90,12 @@ function SidebarView(props: { model: OsireModel; token: string }): JSX.Element {
         <h3 id="osire-deployments-h" className="jp-OsireSidebar-sectionTitle">
           Running
         </h3>
-        {model.deploymentsError && (
-          <p className="jp-OsireSidebar-error" role="alert">
-            {model.deploymentsError}
-          </p>
-        )}
-        {model.deployments === null && !model.deploymentsError && (
-          <p className="jp-OsireSidebar-empty">Loading…</p>
-        )}
-        {model.deployments !== null && live.length === 0 && (
-          <p className="jp-OsireSidebar-empty">
-            Nothing running. Launch a model below.
-          </p>
-        )}
+        <ListStatus
+          error={model.deploymentsError}
+          loaded={model.deployments !== null}
+          empty={live.length === 0}
+          emptyText="Nothing running. Launch a model below."
+        />
         <ul className="jp-OsireSidebar-list" aria-live="polite">
           {live.map(d => (
             <DeploymentItem key={d.id} deployment={d} model={model} token={props.token} />
@@ -114,17 +107,12 @@ function SidebarView(props: { model: OsireModel; token: string }): JSX.Element {
         <h3 id="osire-catalog-h" className="jp-OsireSidebar-sectionTitle">
           Models
         </h3>
-        {model.catalogError && (
-          <p className="jp-OsireSidebar-error" role="alert">
-            {model.catalogError}
-          </p>
-        )}
-        {model.catalog === null && !model.catalogError && (
-          <p className="jp-OsireSidebar-empty">Loading…</p>
-        )}
-        {model.catalog !== null && model.catalog.models.length === 0 && (
-          <p className="jp-OsireSidebar-empty">The site catalog has no models.</p>
-        )}
+        <ListStatus
+          error={model.catalogError}
+          loaded={model.catalog !== null}
+          empty={(model.catalog?.models ?? []).length === 0}
+          emptyText="The site catalog has no models."
+        />
         <ul className="jp-OsireSidebar-list">
           {(model.catalog?.models ?? []).map(m => (
             <CatalogItem key={m.name} entry={m} model={model} />
@@ -168,6 +156,28 @@ function SidebarView(props: { model: OsireModel; token: string }): JSX.Element {
         )}
       </footer>
     </div>
+  );
+}
+
+/** The line above a list: its load error, "Loading…", or what an empty list means. */
+function ListStatus(props: {
+  error: string | null | undefined;
+  loaded: boolean;
+  empty: boolean;
+  emptyText: string;
+}): JSX.Element {
+  return (
+    <>
+      {props.error && (
+        <p className="jp-OsireSidebar-error" role="alert">
+          {props.error}
+        </p>
+      )}
+      {!props.loaded && !props.error && <p className="jp-OsireSidebar-empty">Loading…</p>}
+      {props.loaded && props.empty && (
+        <p className="jp-OsireSidebar-empty">{props.emptyText}</p>
+      )}
+    </>
   );
 }
 

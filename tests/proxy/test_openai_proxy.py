@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import contextmanager
+from typing import Iterator
 
 import aiohttp
 import openai
@@ -92,14 +94,24 @@ async def test_client_disconnect_cancels_engine(server, gate):
     assert server.context.router.in_flight(server.context.router.static["gate"]) == 0
 
 
-async def test_engine_killed_mid_stream_ends_with_error_event(server, tmp_path):
+@contextmanager
+def dying_engine(server, after_chunks: int) -> Iterator[None]:
+    """A real fake engine, the only replica of model "dying", that exits mid-stream."""
     port = free_port()
-    env = {"VLLM_API_KEY": "k", "OSIRE_FAKE_DIE_AFTER_CHUNKS": "3", "PATH": "/usr/bin:/bin"}
+    env = {"VLLM_API_KEY": "k", "OSIRE_FAKE_DIE_AFTER_CHUNKS": str(after_chunks),
+           "PATH": "/usr/bin:/bin"}
     proc = start_process(fake_engine_command(port, "dying"), env=env)
     try:
         wait_healthy(f"http://127.0.0.1:{port}/health", timeout=30, proc=proc)
         server.context.router.source = FakeSource([Endpoint("dying", f"http://127.0.0.1:{port}",
                                                             "k", "d9", "9")])
+        yield
+    finally:
+        stop_process_group(proc, grace=2)
+
+
+async def test_engine_killed_mid_stream_ends_with_error_event(server, tmp_path):
+    with dying_engine(server, after_chunks=3):
         body = {"model": "dying", "messages": MESSAGES, "stream": True, "max_tokens": 10}
         async with aiohttp.ClientSession() as session:
             async with session.post(server.url("osire/v1/chat/completions"), json=body,
@@ -110,18 +122,10 @@ async def test_engine_killed_mid_stream_ends_with_error_event(server, tmp_path):
         error = json.loads(events[-2][len(b"data: "):])["error"]
         assert error["code"] == "upstream_disconnected" and error["type"] == "upstream_error"
         assert sum(b'"content":"t' in e for e in events) == 3
-    finally:
-        stop_process_group(proc, grace=2)
 
 
 async def test_engine_killed_mid_stream_raises_in_sdk(server):
-    port = free_port()
-    env = {"VLLM_API_KEY": "k", "OSIRE_FAKE_DIE_AFTER_CHUNKS": "2", "PATH": "/usr/bin:/bin"}
-    proc = start_process(fake_engine_command(port, "dying"), env=env)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}/health", timeout=30, proc=proc)
-        server.context.router.source = FakeSource([Endpoint("dying", f"http://127.0.0.1:{port}",
-                                                            "k", "d9", "9")])
+    with dying_engine(server, after_chunks=2):
         client = async_client(server)
         stream = await client.chat.completions.create(model="dying", messages=MESSAGES,
                                                       stream=True, max_tokens=10)
@@ -129,8 +133,6 @@ async def test_engine_killed_mid_stream_raises_in_sdk(server):
             async for _ in stream:
                 pass
         await client.close()
-    finally:
-        stop_process_group(proc, grace=2)
 
 
 async def test_retry_on_another_replica_when_one_refuses(server, gate, down_url):
