@@ -1,109 +1,315 @@
-"""``jupyter osire``: the REST API from a shell, against your running Jupyter server.
+"""``jupyter osire``: your models from a shell, through the Jupyter server you are running.
 
-    jupyter osire status | catalog | list
-    jupyter osire launch MODEL [--replicas N] [--gpus N] [--time T] [--partition P] ...
-    jupyter osire stop ID
-    jupyter osire logs ID [--tail N]
+    jupyter osire models                       the site's catalog
+    jupyter osire ps                           your deployments and their state
+    jupyter osire launch MODEL [--gpus N] [--time HH:MM:SS] [--partition P] [--account A]
+                               [--replicas N] [--wait [--timeout S]]
+    jupyter osire stop ID|MODEL
+    jupyter osire logs ID [--tail N] [-f]
+    jupyter osire wait ID|MODEL [--timeout S]
+    jupyter osire url                          the OpenAI base URL (never the token)
+    jupyter osire status                       the extension's health
 
-The server is the first one `jupyter server list` knows, or --url and --token (or
-$OSIRE_URL / $OSIRE_TOKEN).
+``--json`` everywhere prints the server's JSON. The server is found as the kernel client finds it
+(``jupyter_osire_llm._client``): $OSIRE_URL with $OSIRE_TOKEN or $OSIRE_TOKEN_FILE, JupyterHub's
+environment, or the runtime files of your running Jupyter servers. A token is never taken on the
+command line (every user on the machine could read it in ``ps``): use --token-file or the
+environment.
+
+Exit codes: 0 ok, 1 failed (the deployment failed or was stopped while waiting, or the server
+failed), 2 usage, 3 not found, 4 refused (invalid, over a limit, conflict, token refused),
+5 server unreachable (or none found), 6 timed out, 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import urllib.error
-import urllib.request
-from typing import Any, Optional
+import time
+from typing import Any, Callable, Optional, TextIO
 
-RESOURCE_FLAGS = ("gpus", "gpu_type", "cpus", "memory", "time", "partition", "account", "qos",
-                  "constraint")
+from . import errors
+from ._client import (AuthenticationFailed, DeploymentFailed, OsireClient, ServerUnreachable,
+                     TERMINAL_STATES, WaitTimeout, describe, discover)
+
+OK, FAILED, USAGE, NOT_FOUND, REFUSED, UNREACHABLE, TIMED_OUT, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
+EXIT_CODES = {OK: "ok", FAILED: "failed", USAGE: "usage", NOT_FOUND: "not found",
+              REFUSED: "refused", UNREACHABLE: "server unreachable", TIMED_OUT: "timed out",
+              INTERRUPTED: "interrupted"}
+OLD_NAMES = {"catalog": "models", "list": "ps"}
+LAUNCH_FLAGS = (("gpus", int), ("time", str), ("partition", str), ("account", str),
+                ("cpus", int), ("memory", str), ("gpu_type", str), ("qos", str),
+                ("constraint", str))
 
 
-def find_server() -> tuple[str, str]:
-    url, token = os.environ.get("OSIRE_URL"), os.environ.get("OSIRE_TOKEN", "")
-    if url:
-        return url, token
-    from jupyter_server.serverapp import list_running_servers
-    for info in list_running_servers():
-        return info["url"], info.get("token", "")
-    raise SystemExit("no running Jupyter server found: start one, or pass --url and --token")
+def exit_code(exc: BaseException) -> int:
+    if isinstance(exc, KeyboardInterrupt):
+        return INTERRUPTED
+    if isinstance(exc, ServerUnreachable):
+        return UNREACHABLE
+    if isinstance(exc, WaitTimeout):
+        return TIMED_OUT
+    if isinstance(exc, errors.NotFound):
+        return NOT_FOUND
+    if isinstance(exc, (errors.RequestError, errors.Conflict, errors.PermissionDenied,
+                        errors.SubmitRejected, AuthenticationFailed)):
+        return REFUSED
+    return FAILED
 
 
-def call(url: str, token: str, method: str, path: str, body: Any = None) -> Any:
-    request = urllib.request.Request(
-        url.rstrip("/") + "/osire/api/" + path, method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as err:
-        try:
-            message = json.loads(err.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = err.reason
-        raise SystemExit(f"error {err.code}: {message}") from None
-    except urllib.error.URLError as err:
-        raise SystemExit(f"cannot reach {url}: {err.reason}") from None
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviations (``--token`` must never match ``--token-file``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+def add_launch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model")
+    p.add_argument("--replicas", type=int, default=1)
+    for name, kind in LAUNCH_FLAGS:
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, metavar=name.upper())
+    p.add_argument("--wait", action="store_true", help="wait until the model is ready")
+    p.add_argument("--timeout", type=float, help="with --wait: give up waiting after S seconds")
+
+
+def launch_resources(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name, _ in LAUNCH_FLAGS
+            if getattr(args, name, None) is not None}
+
+
+def _common_options(default: Any = None) -> argparse.ArgumentParser:
+    """Options taken before or after the command (after it, they must not reset the defaults)."""
+    common = _Parser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the server's JSON",
+                        default=False if default is None else default)
+    common.add_argument("--url", help="the Jupyter server's URL, base URL included",
+                        default=default)
+    common.add_argument("--token-file", help="a file holding the Jupyter token",
+                        default=default)
+    return common
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jupyter osire", description=__doc__.splitlines()[0])
-    p.add_argument("--url"), p.add_argument("--token")
-    p.add_argument("--json", action="store_true", help="print raw JSON")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("status"), sub.add_parser("catalog"), sub.add_parser("list")
-    launch = sub.add_parser("launch")
-    launch.add_argument("model")
-    launch.add_argument("--replicas", type=int, default=1)
-    for flag in RESOURCE_FLAGS:
-        launch.add_argument(f"--{flag.replace('_', '-')}", dest=flag,
-                            type=int if flag in ("gpus", "cpus") else str)
-    sub.add_parser("stop").add_argument("id")
-    logs = sub.add_parser("logs")
-    logs.add_argument("id"), logs.add_argument("--tail", type=int, default=50)
+    top, common = _common_options(), _common_options(argparse.SUPPRESS)
+    p = _Parser(prog="jupyter osire", description=__doc__.splitlines()[0], parents=[top],
+                epilog="Exit codes: " + ", ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    sub.add_parser("models", parents=[common], help="the site's catalog")
+    sub.add_parser("ps", parents=[common], help="your deployments and their state")
+    add_launch_options(sub.add_parser("launch", parents=[common], help="launch a model"))
+    sub.add_parser("stop", parents=[common], help="stop a deployment, or a model's").add_argument(
+        "ref", metavar="ID|MODEL")
+    logs = sub.add_parser("logs", parents=[common], help="a deployment's log")
+    logs.add_argument("ref", metavar="ID")
+    logs.add_argument("--tail", type=int, default=50)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    wait = sub.add_parser("wait", parents=[common], help="wait until a deployment is ready")
+    wait.add_argument("ref", metavar="ID|MODEL")
+    wait.add_argument("--timeout", type=float, help="give up after S seconds (exit 6)")
+    sub.add_parser("url", parents=[common], help="the OpenAI base URL of your server")
+    sub.add_parser("status", parents=[common], help="the extension's health")
+    for old in OLD_NAMES:
+        sub.add_parser(old, parents=[common])
     return p
 
 
-def run(args: argparse.Namespace) -> Any:
-    url, token = (args.url, args.token or "") if args.url else find_server()
-    if args.command == "status":
-        return call(url, token, "GET", "health")
-    if args.command == "catalog":
-        return call(url, token, "GET", "catalog")
-    if args.command == "list":
-        return call(url, token, "GET", "deployments")
-    if args.command == "launch":
-        resources = {f: getattr(args, f) for f in RESOURCE_FLAGS if getattr(args, f) is not None}
-        return call(url, token, "POST", "deployments",
-                    {"model": args.model, "replicas": args.replicas, "resources": resources})
-    if args.command == "stop":
-        return call(url, token, "DELETE", f"deployments/{args.id}")
-    return call(url, token, "GET", f"deployments/{args.id}/logs?tail={args.tail}")
+def _refuse_token_argument(argv: list[str]) -> Optional[str]:
+    for arg in argv:
+        if arg == "--token" or arg.startswith("--token="):
+            return ("--token is not accepted: a token on the command line is visible to every "
+                    "user in `ps`. Use OSIRE_TOKEN, --token-file FILE (or OSIRE_TOKEN_FILE), or "
+                    "nothing: jupyter osire finds your running server and its token itself.")
+    return None
 
 
-def render(command: str, result: Any) -> str:
-    if command == "list":
-        rows = [f"{d['id']}  {d['model']:<28} {d['state']:<9} {d.get('reason') or ''}"
-                for d in result["deployments"]]
-        return "\n".join(rows) or "no deployments"
-    if command == "catalog":
-        return "\n".join(f"{m['name']:<28} {m['description']}" for m in result["models"])
-    if command == "logs":
-        return "\n".join(line for r in result["replicas"] for line in r["lines"])
-    if command in ("launch", "stop"):
-        return f"{result['id']}  {result['model']}  {result['state']}"
-    return json.dumps(result, indent=2)
+# -- output -------------------------------------------------------------------------------------
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    lines = [header, *rows]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()
+                     for line in lines)
+
+
+def models_table(models: list[dict[str, Any]]) -> str:
+    rows = []
+    for m in models:
+        r = m.get("resources") or {}
+        rows.append([m["name"], str(r.get("gpus", 0)), str(r.get("time", "")),
+                     str(r.get("partition") or ""), m.get("description") or ""])
+    return table(rows, ["MODEL", "GPUS", "TIME", "PARTITION", "DESCRIPTION"]) if rows \
+        else "the catalog is empty"
+
+
+def deployments_table(deployments: list[dict[str, Any]], now: Optional[float] = None) -> str:
+    now = time.time() if now is None else now
+    rows = []
+    for d in deployments:
+        jobs = ",".join(r.get("job_id") or "-" for r in d.get("replicas", []))
+        nodes = ",".join(sorted({r["node"] for r in d.get("replicas", []) if r.get("node")}))
+        rows.append([d["id"], d["model"], d["state"], jobs, nodes or "-",
+                     _age(now - (d.get("created") or now)), d.get("reason") or ""])
+    return table(rows, ["ID", "MODEL", "STATE", "JOBS", "NODE", "AGE", "REASON"]) if rows \
+        else "no deployments"
+
+
+def _age(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+class Progress:
+    """One updating line on a terminal (``\\r``); a plain line per change otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream, self.last, self.width = stream, "", 0
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+
+    def __call__(self, d: dict[str, Any]) -> None:
+        if self.tty:
+            line = describe(d)
+            self.stream.write("\r" + line.ljust(self.width))
+            self.width = max(self.width, len(line))
+            self.stream.flush()
+        else:
+            key = (d["state"], d.get("reason"))   # elapsed time alone is no news in a log
+            if key != self.last:
+                self.stream.write(describe(d) + "\n")
+                self.stream.flush()
+                self.last = key  # type: ignore[assignment]
+
+    def done(self) -> None:
+        if self.tty and self.width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.width = 0
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    command = OLD_NAMES.get(args.command, args.command)
+    if command != args.command:
+        err.write(f"note: `jupyter osire {args.command}` is now `jupyter osire {command}`\n")
+    api = OsireClient(discover(url=args.url, token_file=args.token_file))
+    emit: Callable[[Any, str], None] = (
+        (lambda doc, text: out.write(json.dumps(doc, indent=2) + "\n")) if args.json
+        else (lambda doc, text: out.write(text + "\n")))
+
+    if command == "models":
+        models = api.models()
+        emit({"models": models}, models_table(models))
+    elif command == "ps":
+        deployments = api.deployments()
+        emit({"deployments": deployments}, deployments_table(deployments))
+    elif command == "status":
+        health = api.health()
+        emit(health, json.dumps(health, indent=2))
+    elif command == "url":
+        info = api.server.public()
+        emit(info, info["openai_base_url"])
+    elif command == "launch":
+        d = api.launch(args.model, replicas=args.replicas, resources=launch_resources(args))
+        if not args.wait:
+            emit(d, f"{d['id']}  {d['model']}  {d['state']}")
+        else:
+            if not args.json:
+                out.write(f"{d['id']}  {d['model']}  {d['state']}\n")
+            return _wait(api, d["id"], args, out, err)
+    elif command == "wait":
+        return _wait(api, args.ref, args, out, err)
+    elif command == "stop":
+        stopped = [api.stop(d["id"]) for d in api.find(args.ref, live_only=True)]
+        emit({"deployments": stopped} if len(stopped) > 1 else stopped[0],
+             "\n".join(f"{d['id']}  {d['model']}  {d['state']}" for d in stopped))
+    elif command == "logs":
+        deployment_id = api.find(args.ref)[0]["id"]
+        if args.follow:
+            return _follow(api, deployment_id, args, out)
+        replicas = api.logs(deployment_id, args.tail)
+        emit({"id": deployment_id, "replicas": replicas}, "\n".join(
+            line for r in replicas for line in r["lines"]))
+    return OK
+
+
+def _wait(api: OsireClient, ref: str, args: argparse.Namespace, out: TextIO,
+          err: TextIO) -> int:
+    progress = Progress(err if args.json else out)
+    try:
+        d = api.wait(ref, timeout=args.timeout, on_update=progress)
+    finally:
+        progress.done()
+    if args.json:
+        out.write(json.dumps(d, indent=2) + "\n")
+    return OK
+
+
+def _follow(api: OsireClient, deployment_id: str, args: argparse.Namespace, out: TextIO,
+            interval: float = 1.0) -> int:
+    """Print the tail, then new lines as they come, until the deployment has ended."""
+    seen: dict[int, list[str]] = {}
+    first = True
+    while True:
+        state = api.deployment(deployment_id)["state"]
+        for r in api.logs(deployment_id, args.tail if first else 10000):
+            lines = r["lines"]
+            new = _new_lines(seen.get(r["index"], []), lines)
+            seen[r["index"]] = lines
+            for line in new:
+                out.write((json.dumps({"replica": r["index"], "line": line}) if args.json
+                           else line) + "\n")
+        out.flush()
+        first = False
+        if state in TERMINAL_STATES:
+            return OK
+        time.sleep(interval)
+
+
+def _new_lines(before: list[str], after: list[str]) -> list[str]:
+    """Lines of ``after`` not in ``before``, where ``after`` is a later window of the same log."""
+    if not before:
+        return after
+    for start in range(len(before)):
+        overlap = before[start:]
+        if after[:len(overlap)] == overlap:
+            return after[len(overlap):]
+    return after
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    refusal = _refuse_token_argument(argv)
+    if refusal:
+        sys.stderr.write(f"jupyter osire: error: {refusal}\n")
+        raise SystemExit(USAGE)
     args = parser().parse_args(argv)
-    result = run(args)
-    print(json.dumps(result, indent=2) if args.json else render(args.command, result))
+    try:
+        code = run(args)
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted (deployments keep running)\n")
+        code = INTERRUPTED
+    except DeploymentFailed as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        tail = getattr(exc, "log_tail", "")
+        if tail:
+            sys.stderr.write("last lines of the log:\n" + tail.rstrip() + "\n")
+        code = FAILED
+    except errors.OsireError as exc:
+        status = f" ({exc.status})" if getattr(exc, "status", 0) else ""
+        sys.stderr.write(f"error{status}: {exc.message}\n")
+        code = exit_code(exc)
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
