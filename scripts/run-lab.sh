@@ -5,7 +5,8 @@
 #
 # Where a Slurm controller answers (`scontrol ping`), deployments go to Slurm; elsewhere the local
 # backend runs them as processes here (OSIRE_SCHEDULER=local|slurm|auto overrides). Without a site
-# catalog (OSIRE_CATALOG), the embedded default catalog offers the tiny CPU model run by vllm-cpu.
+# catalog (OSIRE_CATALOG), the embedded default catalog offers, run by vllm-cpu, the real small
+# chat model SmolLM2-135M-Instruct first and the tiny random-weight model (plumbing only) second.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 
@@ -20,7 +21,8 @@ fi
 catalog="${OSIRE_CATALOG:-}"
 if [ -z "$catalog" ]; then
     catalog="$("$OSIRE_VENV/bin/python" -m jupyter_osire_llm.demo --out "$OSIRE_HOME/catalog.yaml" \
-        --python "$OSIRE_VLLM_PYTHON" --model "$OSIRE_TINY_MODEL")"
+        --python "$OSIRE_VLLM_PYTHON" --model "$OSIRE_TINY_MODEL" \
+        --small-model "$OSIRE_SMALL_MODEL")"
 fi
 echo "osire: scheduler=$scheduler catalog=$catalog" >&2
 root_flag=()
