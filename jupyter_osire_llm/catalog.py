@@ -19,6 +19,10 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}", re.ASCII)
 _ARG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", re.ASCII)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
 ENGINE_KINDS = ("vllm", "openai")   # vllm: derive vLLM args; openai: any OpenAI-style server
+_FLAG = re.compile(r"--?[A-Za-z0-9][A-Za-z0-9_-]{0,63}", re.ASCII)
+#: How vLLM takes its key and its certificate (uvicorn's flags).
+VLLM_DEFAULTS = {"key_env": "VLLM_API_KEY", "tls_cert_flag": "--ssl-certfile",
+                 "tls_key_flag": "--ssl-keyfile"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,21 @@ class Engine:
     env: Mapping[str, str] = field(default_factory=dict)
     template: str = "engine.sh.j2"
     guard: bool = True                 # load engine_guard (vLLM --middleware) to key every route
+    key_env: str = ""                  # the engine reads its key from this variable...
+    key_file_flag: str = ""            # ...or from the file this flag names (never argv)
+    tls_cert_flag: str = ""            # flags giving the engine its per-job certificate and key
+    tls_key_flag: str = ""
+    insecure: bool = False             # the admin accepts an engine without key or TLS
+
+    @property
+    def weaknesses(self) -> list[str]:
+        """What protection this engine lacks (empty for a keyed engine behind pinned TLS)."""
+        out = []
+        if not (self.key_env or self.key_file_flag):
+            out.append("no key: anyone who reaches its port can use it")
+        if not (self.tls_cert_flag and self.tls_key_flag):
+            out.append("no TLS: prompts and answers cross the network in clear")
+        return out
 
 
 @dataclass(frozen=True)
@@ -45,9 +64,12 @@ class ModelEntry:
 
     def public(self) -> dict[str, Any]:
         """What users see: no engine internals, env or setup lines."""
-        return {"name": self.name, "model": self.model, "engine": self.engine.name,
-                "description": self.description,
-                "resources": {k: v for k, v in vars(self.resources).items() if v is not None}}
+        doc = {"name": self.name, "model": self.model, "engine": self.engine.name,
+               "description": self.description,
+               "resources": {k: v for k, v in vars(self.resources).items() if v is not None}}
+        if self.engine.weaknesses:
+            doc["insecure"] = self.engine.weaknesses
+        return doc
 
 
 @dataclass
@@ -66,6 +88,11 @@ class Catalog:
 
     def public(self) -> list[dict[str, Any]]:
         return [entry.public() for entry in self.models.values()]
+
+    def insecure(self) -> dict[str, list[str]]:
+        """Models whose engine the admin marked insecure, and what each lacks."""
+        return {name: entry.engine.weaknesses for name, entry in self.models.items()
+                if entry.engine.weaknesses}
 
 
 def load_catalog(path: Optional[str]) -> Catalog:
@@ -125,16 +152,40 @@ def _parse_engines(raw: Any, problems: list[str]) -> dict[str, Engine]:
 def _parse_engine(name: str, spec: Any) -> Engine:
     if not isinstance(spec, Mapping):
         raise ValueError("must be a mapping with at least 'command'")
-    _no_unknown(spec, {"command", "kind", "setup", "env", "template", "guard"})
+    _no_unknown(spec, {"command", "kind", "setup", "env", "template", "guard", "key_env",
+                       "key_file_flag", "tls_cert_flag", "tls_key_flag", "insecure"})
     command = spec.get("command")
     if not isinstance(command, str) or not command.strip() or "\n" in command:
         raise ValueError("'command' must be one line of shell words")
     kind = spec.get("kind", "vllm")
     if kind not in ENGINE_KINDS:
         raise ValueError(f"'kind' must be one of {', '.join(ENGINE_KINDS)}, got {kind!r}")
-    return Engine(name=name, command=command.strip(), kind=kind, setup=_text(spec, "setup"),
-                  env=_env(spec.get("env")), template=str(spec.get("template", "engine.sh.j2")),
-                  guard=bool(spec.get("guard", kind == "vllm")))
+    defaults = VLLM_DEFAULTS if kind == "vllm" else {}
+    protection = {name: _flag_or_name(spec, name, defaults.get(name, "")) for name in
+                  ("key_env", "key_file_flag", "tls_cert_flag", "tls_key_flag")}
+    engine = Engine(name=name, command=command.strip(), kind=kind, setup=_text(spec, "setup"),
+                    env=_env(spec.get("env")), template=str(spec.get("template", "engine.sh.j2")),
+                    guard=bool(spec.get("guard", kind == "vllm")),
+                    insecure=spec.get("insecure", False) is True, **protection)
+    if bool(engine.tls_cert_flag) != bool(engine.tls_key_flag):
+        raise ValueError("'tls_cert_flag' and 'tls_key_flag' go together")
+    if engine.weaknesses and not engine.insecure:
+        raise ValueError(f"{'; '.join(engine.weaknesses)}. Say how it takes its key "
+                         "('key_env' or 'key_file_flag') and its certificate ('tls_cert_flag', "
+                         "'tls_key_flag'), or mark it 'insecure: true' to run it anyway")
+    return engine
+
+
+def _flag_or_name(spec: Mapping, name: str, default: str) -> str:
+    """``key_env`` is a variable name; the others are command-line flags (``--ssl-certfile``)."""
+    value = spec.get(name, default)
+    if value in (None, "", False):
+        return ""
+    pattern = _ENV_NAME if name == "key_env" else _FLAG
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(f"{name!r} {value!r} is not a valid "
+                         f"{'variable name' if name == 'key_env' else 'command-line flag'}")
+    return value
 
 
 def _parse_model(item: Any, engines: Mapping[str, Engine]) -> ModelEntry:

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .catalog import Catalog
-from .endpoints import Endpoint, ModelStatus
+from .endpoints import EngineEndpoint, Endpoint, ModelStatus
 from .errors import ConfigError, NotFound, OsireError, RequestError, SchedulerError, SchedulerTimeout
 from .render import ScriptContext, ScriptRenderer
-from .schedulers.base import Job, JobInfo, JobRequest, Scheduler
+from .schedulers.base import Job, JobInfo, JobRequest, JobState, Scheduler
 from .spec import SiteLimits, parse_resources
-from .states import (FAILED, QUEUED, READY, STARTING, STOPPED, Deployment, Replica, apply_job_info,
-                     deployment_state)
+from .states import (FAILED, QUEUED, READY, STARTING, STOPPED, STOPPING, Deployment, Replica,
+                     apply_job_info, deployment_state)
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -36,15 +36,17 @@ class DeploymentService:
     def __init__(self, *, catalog: Catalog, limits: SiteLimits, scheduler: Scheduler,
                  store: Store, renderer: ScriptRenderer, job_root: Path,
                  advertise_host: str = "", bind_host: str = "0.0.0.0", keep_finished: int = 50,
-                 clock: Callable[[], float] = time.time) -> None:
+                 lost_grace: float = 60.0, clock: Callable[[], float] = time.time) -> None:
         self.catalog, self.limits, self.scheduler = catalog, limits, scheduler
         self.store, self.renderer, self.job_root = store, renderer, job_root
         self.advertise_host, self.bind_host, self.clock = advertise_host, bind_host, clock
-        self.keep_finished = keep_finished
+        self.keep_finished, self.lost_grace = keep_finished, lost_grace
         self.changed = asyncio.Event()            # wakes the monitor early
         self._deployments: dict[str, Deployment] = {}
-        self._keys: dict[str, str] = {}
+        self._keys: dict[tuple[str, int], str] = {}   # one key per replica
         self._interrupted: list[str] = []        # job names whose submission a restart cut off
+        self._launching: set[str] = set()         # deployments whose jobs are being submitted
+        self._cancel_pending: set[tuple[str, int]] = set()   # cancels not yet accepted
         self._reload()
 
     # -- queries ---------------------------------------------------------------------------
@@ -66,14 +68,18 @@ class DeploymentService:
 
     def logs(self, deployment_id: str, tail: int = 100) -> list[dict[str, Any]]:
         deployment = self.get(deployment_id)
-        key = self._keys.get(deployment_id)
         out = []
         for r in deployment.replicas:
             text = read_tail(self.scheduler.output_path(self._job(r)), tail) or (r.log_tail or "")
-            if key:
-                text = text.replace(key, "***")
+            text = self._redact(deployment_id, text)
             out.append({"index": r.index, "job_id": r.job_id, "lines": text.splitlines()[-tail:]})
         return out
+
+    def _redact(self, deployment_id: str, text: str) -> str:
+        for (owner, _), key in self._keys.items():
+            if owner == deployment_id:
+                text = text.replace(key, "***")
+        return text
 
     # -- intent: launch and stop -------------------------------------------------------------
 
@@ -90,7 +96,6 @@ class DeploymentService:
         self.limits.check_count(sum(d.live for d in self._deployments.values()))
 
         deployment_id = secrets.token_hex(4)
-        key = secrets.token_urlsafe(32)
         folder = self.job_root / deployment_id
         scripts = []
         for index in range(replicas):
@@ -102,17 +107,20 @@ class DeploymentService:
             id=deployment_id, model=model, created=self.clock(), updated=self.clock(),
             resources={k: v for k, v in vars(wanted).items() if v is not None},
             replicas=tuple(Replica(index=i, folder=str(d)) for i, (d, _) in enumerate(scripts)))
-        self._keys[deployment_id] = key
         self._put(deployment)
+        self._launching.add(deployment_id)
         try:
             for index, (job_dir, script) in enumerate(scripts):
+                key = self._keys[(deployment_id, index)] = secrets.token_urlsafe(32)
                 _prepare_job_dir(job_dir, key)
                 request = JobRequest(name=_job_name(deployment_id, index), script=script,
                                      folder=job_dir, resources=wanted)
                 job = await asyncio.to_thread(self.scheduler.submit, request)
                 self._update_replica(deployment_id, index, job_id=job.id)
                 if self.get(deployment_id).stop_requested:  # stopped while we were submitting
-                    await self._cancel_quietly(self.get(deployment_id).replicas[index])
+                    await self._cancel_quietly(deployment_id,
+                                               self.get(deployment_id).replicas[index])
+                    self._end_unsubmitted(deployment_id, "stopped by user")
                     break
         except SchedulerError as exc:
             await self._abort_launch(deployment_id, exc)
@@ -121,14 +129,16 @@ class DeploymentService:
             await self._abort_launch(deployment_id, exc)
             raise ConfigError(f"cannot prepare the job folder under {self.job_root}: "
                               f"{exc.strerror or exc} (check c.OsireLLM.job_root)") from exc
+        finally:
+            self._launching.discard(deployment_id)
         self.changed.set()
         return self.get(deployment_id)
 
     async def _abort_launch(self, deployment_id: str, exc: Exception) -> None:
+        """Undo a launch that failed part-way. Submitted jobs are cancelled and stay ``stopping``
+        until the scheduler confirms they ended (the monitor retries a cancel that failed)."""
         deployment = self.get(deployment_id)
         submitted = [r for r in deployment.replicas if r.job_id]
-        for r in submitted:
-            await self._cancel_quietly(r)
         if isinstance(exc, SchedulerTimeout):  # the job may exist although sbatch never answered
             await self._cancel_named_quietly(_job_name(deployment_id, len(submitted)))
         if not submitted:
@@ -136,12 +146,24 @@ class DeploymentService:
             shutil.rmtree(self.job_root / deployment_id, ignore_errors=True)
             return
         message = exc.message if isinstance(exc, OsireError) else str(exc)
-        failed = tuple(replace(r, state=FAILED, reason=f"submission failed: {message}")
-                       for r in deployment.replicas)
-        self._put(replace(deployment, replicas=failed, stop_requested=True))
+        self._put(replace(deployment, stop_requested=True,
+                          abort_reason=f"submission failed: {message}"))
+        self._end_unsubmitted(deployment_id, f"not submitted: {message}")
+        for r in submitted:
+            await self._cancel_quietly(deployment_id, r)
+
+    def _end_unsubmitted(self, deployment_id: str, reason: str) -> None:
+        """Replicas that never reached the scheduler have no job that could still run."""
+        for r in self.get(deployment_id).replicas:
+            if not r.job_id and r.live:
+                self._update_replica(deployment_id, r.index, state=STOPPED, reason=reason)
 
     async def stop(self, deployment_id: str) -> Deployment:
-        """Cancel every job of the deployment; stopping twice is harmless."""
+        """Cancel every job of the deployment; stopping twice is harmless.
+
+        The deployment is ``stopping`` until the scheduler confirms each job ended; a cancel that
+        fails now is retried by the monitor (``retry_cancels``), and the error is raised.
+        """
         deployment = self.get(deployment_id)
         if not deployment.live:
             return deployment
@@ -150,33 +172,60 @@ class DeploymentService:
         for r in deployment.replicas:
             if r.job_id and r.live:
                 try:
-                    await asyncio.to_thread(self.scheduler.cancel, self._job(r))
+                    await self._cancel(deployment_id, r)
                 except SchedulerError as exc:
                     errors.append(exc)
-            elif not r.job_id:  # not submitted yet: launch() cancels it if it gets submitted
-                self._update_replica(deployment_id, r.index, state=STOPPED)
+            elif not r.job_id and r.live and deployment_id not in self._launching:
+                self._update_replica(deployment_id, r.index, state=STOPPED,
+                                     reason="stopped by user")
         self.changed.set()
         if errors:
             raise errors[0]
         return self.get(deployment_id)
 
-    async def _cancel_quietly(self, replica: Replica) -> None:
+    async def retry_cancels(self) -> None:
+        """Cancel again the jobs whose cancel failed, until the scheduler accepts it.
+
+        Called by the monitor after a query that succeeded; a job is only ever called ended on
+        the scheduler's evidence, so a cancel that failed (controller down, a timeout) is kept.
+        """
+        for deployment_id, index in sorted(self._cancel_pending):
+            deployment = self._deployments.get(deployment_id)
+            replica = deployment.replicas[index] if deployment else None
+            if replica is None or not replica.live or deployment_id in self._launching:
+                self._cancel_pending.discard((deployment_id, index))
+                continue
+            await self._cancel_quietly(deployment_id, replica)
+        await self.cancel_interrupted()
+
+    async def _cancel(self, deployment_id: str, replica: Replica) -> None:
+        """Cancel one job; until the scheduler accepts, it stays in the retry set."""
+        self._cancel_pending.add((deployment_id, replica.index))
+        await asyncio.to_thread(self.scheduler.cancel, self._job(replica))
+        self._cancel_pending.discard((deployment_id, replica.index))
+
+    async def _cancel_quietly(self, deployment_id: str, replica: Replica) -> bool:
         try:
-            await asyncio.to_thread(self.scheduler.cancel, self._job(replica))
+            await self._cancel(deployment_id, replica)
+            return True
         except SchedulerError as exc:
-            log.warning("could not cancel job %s: %s", replica.job_id, exc.message)
+            log.warning("could not cancel job %s (will retry): %s", replica.job_id, exc.message)
+            return False
 
     async def _cancel_named_quietly(self, name: str) -> None:
         try:
             await asyncio.to_thread(self.scheduler.cancel_named, name)
         except SchedulerError as exc:
-            log.error("could not cancel jobs named %s after a timed-out submission: %s", name,
-                      exc.message)
+            log.error("could not cancel jobs named %s after a timed-out submission (will "
+                      "retry): %s", name, exc.message)
+            self._interrupted.append(name)
 
     async def cancel_interrupted(self) -> None:
-        """Jobs whose submission a restart cut off may exist without us knowing their id."""
-        while self._interrupted:
-            await self._cancel_named_quietly(self._interrupted.pop())
+        """Jobs whose submission a restart (or a timeout) cut off may exist without us knowing
+        their id: cancel them by name; a name whose cancel fails is kept for the next try."""
+        names, self._interrupted = self._interrupted, []
+        for name in names:
+            await self._cancel_named_quietly(name)
 
     # -- observations, fed by the monitor -----------------------------------------------------
 
@@ -189,20 +238,46 @@ class DeploymentService:
         if deployment is None:
             return
         replica = deployment.replicas[index]
+        if info.state is JobState.LOST and not self._lost_confirmed(replica):
+            if replica.lost_since is None:
+                self._update_replica(deployment_id, index, lost_since=self.clock())
+            return
         tail = ""
         if info.state.terminal and not deployment.stop_requested:
-            tail = read_tail(self.scheduler.output_path(self._job(replica)), 30)
-            key = self._keys.get(deployment_id)
-            tail = tail.replace(key, "***") if key else tail
+            tail = self._redact(deployment_id,
+                                read_tail(self.scheduler.output_path(self._job(replica)), 30))
         new = apply_job_info(replica, info, stop_requested=deployment.stop_requested,
                              log_tail=tail)
         if new != replica:
             self._set_replica(deployment_id, new)
 
-    def observe_endpoint(self, deployment_id: str, index: int, host: str, port: int) -> None:
-        replica = self._deployments[deployment_id].replicas[index]
-        if (replica.host, replica.port) != (host, port):
-            self._update_replica(deployment_id, index, host=host, port=port)
+    def _lost_confirmed(self, replica: Replica) -> bool:
+        """"Vanished" is a verdict from missing evidence: believed only once it has held for
+        ``lost_grace`` seconds, since a terminal replica is never asked about again."""
+        return replica.lost_since is not None and \
+            self.clock() - replica.lost_since >= self.lost_grace
+
+    def observe_endpoint(self, deployment_id: str, index: int, endpoint: EngineEndpoint) -> None:
+        """The engine's own endpoint file: believed only for this replica's job and a run that
+        has not ended; it makes a queued replica starting (the engine runs, whatever the
+        scheduler last said)."""
+        deployment = self._deployments.get(deployment_id)
+        if deployment is None:
+            return
+        replica = deployment.replicas[index]
+        if not replica.live or endpoint.job_id != replica.job_id or \
+                endpoint.run == replica.stale_run:
+            return
+        if (replica.host, replica.port, replica.fingerprint, replica.run) == \
+                (endpoint.host, endpoint.port, endpoint.fingerprint, endpoint.run):
+            return
+        # A new run needs its own health check before it is ready again.
+        state = replica.state if replica.state == STOPPING else STARTING
+        self._update_replica(deployment_id, index, host=endpoint.host, port=endpoint.port,
+                             fingerprint=endpoint.fingerprint, run=endpoint.run, healthy=False,
+                             state=state, reason=replica.reason if state == STOPPING else None,
+                             started_at=replica.started_at or self.clock(),
+                             estimated_start=None)
 
     def observe_health(self, deployment_id: str, index: int, healthy: bool) -> None:
         deployment = self._deployments.get(deployment_id)
@@ -238,8 +313,9 @@ class DeploymentService:
         return sorted({d.model for d in self._deployments.values() if self._endpoints(d)})
 
     def _endpoints(self, d: Deployment) -> list[Endpoint]:
-        return [Endpoint(model=d.model, url=r.url, key=self._keys.get(d.id), deployment_id=d.id,
-                         replica=r.job_id or str(r.index))
+        return [Endpoint(model=d.model, url=r.url, key=self._keys.get((d.id, r.index)),
+                         deployment_id=d.id, replica=r.job_id or str(r.index),
+                         fingerprint=r.fingerprint)
                 for r in d.replicas if r.state == READY and r.healthy and r.url]
 
     # -- internals -----------------------------------------------------------------------------
@@ -250,10 +326,15 @@ class DeploymentService:
     def _reload(self) -> None:
         for deployment in self.store.load_all():
             self._deployments[deployment.id] = deployment
-            key_file = Path(deployment.replicas[0].folder) / KEY_FILE if deployment.replicas \
-                else None
-            if key_file and key_file.exists():
-                self._keys[deployment.id] = key_file.read_text().strip()
+            for r in deployment.replicas:
+                try:
+                    self._keys[(deployment.id, r.index)] = \
+                        (Path(r.folder) / KEY_FILE).read_text().strip()
+                except OSError:
+                    pass
+            if deployment.stop_requested:  # a cancel may not have reached the scheduler
+                self._cancel_pending.update((deployment.id, r.index) for r in deployment.replicas
+                                            if r.live and r.job_id)
             lost = [r for r in deployment.replicas if r.live and not r.job_id]
             for r in lost:  # the server died between persisting and recording the job id
                 self._update_replica(deployment.id, r.index, state=FAILED,
@@ -271,7 +352,8 @@ class DeploymentService:
         self._put(replace(deployment, replicas=replicas))
 
     def _put(self, deployment: Deployment) -> None:
-        state, reason = deployment_state(deployment.replicas, deployment.stop_requested)
+        state, reason = deployment_state(deployment.replicas, deployment.stop_requested,
+                                         deployment.abort_reason)
         was_live = self._deployments[deployment.id].live if deployment.id in self._deployments \
             else True
         deployment = replace(deployment, state=state, reason=reason, updated=self.clock())
@@ -291,7 +373,8 @@ class DeploymentService:
 
     def _forget(self, deployment_id: str) -> None:
         self._deployments.pop(deployment_id, None)
-        self._keys.pop(deployment_id, None)
+        for key in [k for k in self._keys if k[0] == deployment_id]:
+            del self._keys[key]
         self.store.delete(deployment_id)
 
 

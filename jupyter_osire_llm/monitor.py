@@ -1,42 +1,59 @@
-"""The one background loop that watches every live job.
+"""The one watch loop: the only writer of observed state.
 
-Each cycle: ONE batched scheduler query for all live jobs, endpoint files of running replicas,
-health checks of starting replicas (and, less often, of ready ones). It cycles fast while
-something is queued, starting or stopping, slowly when all is stable, and at once when the
-service signals a change. A failing scheduler keeps the last known state and is retried.
+Each tick (``tick`` seconds, or at once when the service signals a change) it does the cheap,
+local work: reads the endpoint files of queued and starting replicas (an engine that started is
+noticed from its own file, not by asking the scheduler faster) and checks the health of starting
+and ready engines, pinned to each run's TLS certificate. It asks the scheduler, in ONE call for
+all jobs, only when that is due: every ``fast_interval`` seconds for a short while after a change
+(a launch, a stop, a state seen to move), then less and less often, up to ``slow_interval``,
+while jobs merely wait in the queue or run. A failing scheduler keeps the last known state.
+File-system work runs off the event loop: a stalled shared file system never freezes the server.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import aiohttp
 
 from .deployments import ENDPOINT_FILE, DeploymentService
+from .endpoints import EngineEndpoint, parse_endpoint_file
 from .errors import SchedulerError
+from .proxy import pinned_tls
 from .schedulers.base import Scheduler
-from .states import QUEUED, READY, STARTING, STOPPING
+from .states import QUEUED, READY, STARTING
 
 log = logging.getLogger(__name__)
 
 
+def query_interval(since_change: float, fast: float, slow: float) -> float:
+    """Seconds until the next scheduler query, ``since_change`` seconds after the last change:
+    fast at first, then a quarter of the time things have been quiet, at most ``slow``."""
+    return max(fast, min(slow, since_change / 4))
+
+
 class Monitor:
     def __init__(self, service: DeploymentService, scheduler: Scheduler, *,
-                 fast_interval: float = 0.5, slow_interval: float = 5.0,
-                 health_interval: float = 10.0, health_timeout: float = 2.0) -> None:
+                 fast_interval: float = 0.5, slow_interval: float = 30.0, tick: float = 0.5,
+                 health_interval: float = 10.0, health_timeout: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.service, self.scheduler = service, scheduler
-        self.fast_interval, self.slow_interval = fast_interval, slow_interval
+        self.fast_interval, self.slow_interval, self.tick = fast_interval, slow_interval, tick
         self.health_interval, self.health_timeout = health_interval, health_timeout
+        self.clock = clock
         self.last_error: Optional[str] = None
         self.last_cycle: Optional[float] = None
         self.cycles = 0
+        self.queries = 0
         self._task: Optional[asyncio.Task] = None
         self._session: Optional[aiohttp.ClientSession] = None
         self._last_health: dict[tuple[str, int], float] = {}
+        self._last_change = clock()
+        self._next_query = 0.0
+        self._signature: tuple = ()
 
     def start(self) -> None:
         if self._task is None:
@@ -63,73 +80,106 @@ class Monitor:
                 raise
             except Exception:  # never let one bad cycle end monitoring
                 log.exception("monitor cycle failed")
-            self.service.changed.clear()
             try:
-                await asyncio.wait_for(self.service.changed.wait(), self.interval())
+                await asyncio.wait_for(self.service.changed.wait(), self.tick)
             except asyncio.TimeoutError:
                 pass
 
-    def interval(self) -> float:
-        busy = any(d.state in (QUEUED, STARTING, STOPPING) for d in self.service.all())
-        return self.fast_interval if busy else self.slow_interval
+    def next_query_in(self) -> float:
+        return max(0.0, self._next_query - self.clock())
 
     async def cycle(self) -> None:
-        live = self.service.live_jobs()
-        if live:
-            try:
-                infos = await asyncio.to_thread(self.scheduler.query, [j for _, _, j in live])
-            except SchedulerError as exc:
-                if self.last_error != exc.message:
-                    log.warning("scheduler query failed, keeping last known states: %s",
-                                exc.message)
-                self.last_error = exc.message
-                infos = {}
-            else:
-                self.last_error = None
-            for deployment_id, replica, job in live:
-                if job.id in infos:
-                    self.service.observe_job(deployment_id, replica.index, infos[job.id])
+        now = self.clock()
+        if self.service.changed.is_set():
+            self.service.changed.clear()
+            self._changed(now)
+        if now >= self._next_query and self.service.live_jobs():
+            await self._query()
+            now = self.clock()
+            self._next_query = now + query_interval(now - self._last_change,
+                                                    self.fast_interval, self.slow_interval)
         await self._check_replicas()
+        signature = tuple((d.id, d.state, tuple(r.state for r in d.replicas))
+                          for d in self.service.all())
+        if signature != self._signature:
+            self._signature = signature
+            self._changed(self.clock())
         self.last_cycle = time.time()
         self.cycles += 1
 
+    def _changed(self, now: float) -> None:
+        """Something moved: poll fast again (the next query at once)."""
+        self._last_change = now
+        self._next_query = min(self._next_query, now)
+
+    async def _query(self) -> None:
+        live = self.service.live_jobs()
+        self.queries += 1
+        try:
+            infos = await asyncio.to_thread(self.scheduler.query, [j for _, _, j in live])
+        except SchedulerError as exc:
+            if self.last_error != exc.message:
+                log.warning("scheduler query failed, keeping last known states: %s", exc.message)
+            self.last_error = exc.message
+            return
+        self.last_error = None
+        for deployment_id, replica, job in live:
+            if job.id in infos:
+                self.service.observe_job(deployment_id, replica.index, infos[job.id])
+        await self.service.retry_cancels()   # the controller answers: a good time to retry
+
     async def _check_replicas(self) -> None:
-        checks = []
-        now = time.monotonic()
+        now = self.clock()
         live = {(d.id, r.index) for d in self.service.all() for r in d.replicas if r.live}
         self._last_health = {k: v for k, v in self._last_health.items() if k in live}
+        watched = [(d.id, r.index, Path(r.folder)) for d in self.service.all()
+                   for r in d.replicas if r.state in (QUEUED, STARTING) and r.job_id]
+        if watched:
+            found = await asyncio.to_thread(_read_endpoints, watched)
+            for (deployment_id, index, _), endpoint in zip(watched, found):
+                if endpoint is not None:
+                    self.service.observe_endpoint(deployment_id, index, endpoint)
+        checks = []
         for deployment in self.service.all():
             for r in deployment.replicas:
-                if r.state == STARTING:  # re-read: a requeued job writes a new endpoint
-                    self._read_endpoint(deployment.id, r.index, Path(r.folder))
-                    r = self.service.get(deployment.id).replicas[r.index]
                 due = r.state == STARTING or (
                     r.state == READY and
-                    now - self._last_health.get((deployment.id, r.index), 0) >= self.health_interval)
+                    now - self._last_health.get((deployment.id, r.index), -1e9)
+                    >= self.health_interval)
                 if due and r.url:
                     self._last_health[(deployment.id, r.index)] = now
-                    checks.append(self._health(deployment.id, r.index, r.url))
+                    checks.append(self._health(deployment.id, r.index, r.url, r.fingerprint))
         if checks:
             await asyncio.gather(*checks)
 
-    def _read_endpoint(self, deployment_id: str, index: int, folder: Path) -> None:
-        try:
-            doc = json.loads((folder / ENDPOINT_FILE).read_text())
-            host, port = str(doc["host"]), int(doc["port"])
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("unreadable endpoint file in %s: %s", folder, exc)
-            return
-        self.service.observe_endpoint(deployment_id, index, host, port)
-
-    async def _health(self, deployment_id: str, index: int, url: str) -> None:
+    async def _health(self, deployment_id: str, index: int, url: str,
+                      fingerprint: Optional[str]) -> None:
+        """``/health`` with no key, over TLS pinned to the run's certificate: an impostor on the
+        port fails the handshake check and never makes the replica ready."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.health_timeout))
         try:
-            async with self._session.get(f"{url}/health") as response:
-                healthy = response.status == 200
+            async with self._session.get(f"{url}/health", ssl=pinned_tls(fingerprint)) as resp:
+                healthy = resp.status == 200
+        except aiohttp.ServerFingerprintMismatch:
+            log.warning("engine at %s did not present its job's certificate: not trusted", url)
+            healthy = False
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
             healthy = False
         self.service.observe_health(deployment_id, index, healthy)
+
+
+def _read_endpoints(watched: list[tuple[str, int, Path]]) -> list[Optional[EngineEndpoint]]:
+    """The endpoint file of each replica folder (in a worker thread: it may be on NFS)."""
+    return [_read_endpoint(folder) for _, _, folder in watched]
+
+
+def _read_endpoint(folder: Path) -> Optional[EngineEndpoint]:
+    try:
+        return parse_endpoint_file((folder / ENDPOINT_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("unreadable endpoint file in %s: %s", folder, exc)
+        return None

@@ -16,7 +16,8 @@ import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import (TYPE_CHECKING, Any, AsyncContextManager, AsyncIterator, Callable, Collection,
-                    Mapping, Optional)
+                    Mapping, Optional, Union)
+from urllib.parse import unquote_plus
 
 import aiohttp
 
@@ -32,16 +33,30 @@ log = logging.getLogger("jupyter_osire_llm.proxy")
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
                         "upgrade"})
-# The caller's Jupyter credentials stay on the login node; the engine gets its own key.
-REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "authorization", "cookie",
-                             "x-xsrftoken", "expect"}
-RESPONSE_DROP = HOP_BY_HOP | {"content-length", "set-cookie"}
+# The caller's Jupyter credentials (and where they may show: a Referer of /lab?token=...) stay on
+# the login node; the engine gets its own key.
+REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "authorization", "cookie", "x-xsrftoken",
+                             "x-xsrf-token", "referer", "origin", "expect", "forwarded",
+                             "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+                             "x-real-ip"}
+# Query parameters jupyter_server reads as credentials.
+QUERY_DROP = frozenset({"token", "_xsrf"})
+# Jupyter decides the security headers of its own origin, never the engine.
+RESPONSE_DROP = HOP_BY_HOP | {"content-length", "set-cookie", "content-security-policy",
+                              "content-security-policy-report-only", "x-frame-options",
+                              "strict-transport-security", "server", "date"}
+RESPONSE_DROP_PREFIXES = ("access-control-",)
+# Whatever an engine serves (its /docs page, say) runs in an opaque origin: no script of it can
+# reach the Jupyter origin's cookies, storage or API. Added beside Jupyter's own policy.
+ENGINE_CSP = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 # Failures before the engine answered anything (nothing reached the client yet), so another
-# attempt is invisible to the caller. A refused or timed-out connection also takes the engine out
-# of rotation; a dropped or reset keep-alive connection does not (the next attempt may use the
-# same engine). A request cut this way may already have reached the engine, which then works on
-# it twice: accepted, rather than failing a caller over a stale pooled connection.
-MARKS_FAILED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+# attempt is invisible to the caller. A refused or timed-out connection, or an engine that cannot
+# present its pinned certificate, also takes the engine out of rotation; a dropped or reset
+# keep-alive connection does not (the next attempt may use the same engine). A request cut this
+# way may already have reached the engine, which then works on it twice: accepted, rather than
+# failing a caller over a stale pooled connection.
+MARKS_FAILED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
+                aiohttp.ServerFingerprintMismatch, aiohttp.ClientSSLError)
 RETRYABLE = (*MARKS_FAILED, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 Picker = Callable[[Collection[str]], Endpoint]
@@ -160,7 +175,8 @@ class UpstreamProxy:
             try:
                 response = await session.request(method, endpoint.url + path,
                                                  headers=with_key(headers, endpoint.key),
-                                                 data=body_for(endpoint) or None)
+                                                 data=body_for(endpoint) or None,
+                                                 ssl=tls_for(endpoint))
                 return response, endpoint
             except RETRYABLE as exc:
                 self.router.release(endpoint)
@@ -211,9 +227,9 @@ class UpstreamProxy:
 
     async def _healthy(self, endpoint: Endpoint) -> bool:
         timeout = aiohttp.ClientTimeout(total=self.config.probe_timeout)
-        try:
+        try:  # no key: /health needs none, and an engine not yet proven gets nothing
             async with self._ensure_session().get(endpoint.url + "/health", timeout=timeout,
-                                                  headers=with_key({}, endpoint.key)) as resp:
+                                                  ssl=tls_for(endpoint)) as resp:
                 return resp.status < 500
         except (aiohttp.ClientError, asyncio.TimeoutError):
             return False
@@ -236,8 +252,25 @@ def make_session(config: ProxyConfig) -> aiohttp.ClientSession:
 
 
 def request_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The caller's headers minus hop-by-hop ones and the caller's Jupyter credentials."""
-    return {name: value for name, value in headers.items() if name.lower() not in REQUEST_DROP}
+    """The caller's headers minus hop-by-hop ones (also those its ``Connection`` names) and
+    the caller's Jupyter credentials."""
+    drop = REQUEST_DROP | connection_named(headers)
+    return {name: value for name, value in headers.items() if name.lower() not in drop}
+
+
+def connection_named(headers: Mapping[str, str]) -> frozenset[str]:
+    """Header names a ``Connection`` header declares hop-by-hop (RFC 9110 7.6.1)."""
+    value = ",".join(v for k, v in headers.items() if k.lower() == "connection")
+    return frozenset(t.strip().lower() for t in value.split(",") if t.strip())
+
+
+def upstream_query(query: str) -> str:
+    """The caller's query string minus Jupyter's credential parameters; the rest untouched."""
+    if not query:
+        return ""
+    kept = [part for part in query.split("&")
+            if part and unquote_plus(part.split("=", 1)[0]) not in QUERY_DROP]
+    return "&".join(kept)
 
 
 def with_key(headers: dict[str, str], key: Optional[str]) -> dict[str, str]:
@@ -247,14 +280,39 @@ def with_key(headers: dict[str, str], key: Optional[str]) -> dict[str, str]:
 
 
 def response_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The engine's headers (lower-case names) minus hop-by-hop ones; repeats joined by ', '."""
+    """The engine's headers (lower-case names) minus hop-by-hop ones and the security headers
+    that are Jupyter's to set (CSP, CORS, frame options); repeats joined by ', '."""
+    drop = RESPONSE_DROP | connection_named(headers)
     out: dict[str, str] = {}
     for name, value in headers.items():
         name = name.lower()
-        if name in RESPONSE_DROP:
+        if name in drop or name.startswith(RESPONSE_DROP_PREFIXES):
             continue
         out[name] = f"{out[name]}, {value}" if name in out else value
     return out
+
+
+_PINS: dict[str, aiohttp.Fingerprint] = {}
+
+
+def tls_for(endpoint: Endpoint) -> Union[aiohttp.Fingerprint, bool]:
+    return pinned_tls(endpoint.fingerprint)
+
+
+def pinned_tls(fingerprint: Optional[str]) -> Union[aiohttp.Fingerprint, bool]:
+    """How to check an engine's certificate: its pinned SHA-256 (hex), or the system's CAs.
+
+    One ``Fingerprint`` object per certificate: aiohttp pools connections by it (identity), so
+    the handshake stays off the per-request path.
+    """
+    if not fingerprint:
+        return True
+    pin = _PINS.get(fingerprint)
+    if pin is None:
+        if len(_PINS) > 1024:
+            _PINS.clear()
+        pin = _PINS[fingerprint] = aiohttp.Fingerprint(bytes.fromhex(fingerprint))
+    return pin
 
 
 def translate(exc: BaseException, endpoint: Endpoint) -> UpstreamError:
@@ -264,6 +322,9 @@ def translate(exc: BaseException, endpoint: Endpoint) -> UpstreamError:
         return UpstreamTimeout(f"timed out connecting to the {where}")
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout(f"the {where} sent nothing within the idle timeout")
+    if isinstance(exc, aiohttp.ServerFingerprintMismatch):
+        return UpstreamError(f"the {where} did not present its job's certificate (an impostor on "
+                             "its port?): nothing was sent", code="engine_not_trusted")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamError(f"cannot connect to the {where}: {exc.os_error or exc}")
     if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):

@@ -80,5 +80,7 @@ class ScriptRenderer:
             job_dir=str(ctx.job_dir), advertise_host=ctx.advertise_host,
             engine_setup=entry.engine.setup.strip(), model_setup=entry.setup.strip(), env=env,
             command=entry.engine.command,
-            engine_args=engine_argv(entry, resources, ctx.bind_host))
+            engine_args=engine_argv(entry, resources, ctx.bind_host),
+            key_env=entry.engine.key_env, key_file_flag=entry.engine.key_file_flag,
+            tls_cert_flag=entry.engine.tls_cert_flag, tls_key_flag=entry.engine.tls_key_flag)
 

@@ -16,6 +16,7 @@ from .schedulers.base import JobInfo, JobState
 QUEUED, STARTING, READY, STOPPING, STOPPED, FAILED = (
     "queued", "starting", "ready", "stopping", "stopped", "failed")
 TERMINAL = (STOPPED, FAILED)
+_RUNNING = (JobState.RUNNING.value, JobState.COMPLETING.value)
 _OOM = re.compile(r"out of memory|OutOfMemoryError|oom[-_ ]kill|Cannot allocate memory",
                   re.IGNORECASE)
 
@@ -39,6 +40,10 @@ class Replica:
     exit_code: Optional[int] = None
     healthy: bool = False
     log_tail: Optional[str] = None     # kept when the replica fails: its folder may be gone later
+    fingerprint: Optional[str] = None  # SHA-256 of this run's TLS certificate (endpoint file)
+    run: Optional[str] = None          # nonce of the engine run whose endpoint is in use
+    stale_run: Optional[str] = None    # nonce of a run that ended (requeue): its endpoint is ignored
+    lost_since: Optional[float] = None  # first "vanished" verdict not yet confirmed
 
     @property
     def live(self) -> bool:
@@ -46,7 +51,10 @@ class Replica:
 
     @property
     def url(self) -> Optional[str]:
-        return f"http://{self.host}:{self.port}" if self.host and self.port else None
+        if not (self.host and self.port):
+            return None
+        scheme = "https" if self.fingerprint else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def to_json(self, now: float) -> dict[str, Any]:
         doc = {k: v for k, v in vars(self).items()}
@@ -65,6 +73,7 @@ class Deployment:
     reason: Optional[str] = None
     stop_requested: bool = False
     updated: float = 0.0
+    abort_reason: Optional[str] = None   # a launch that failed half-way: why (ends as failed)
 
     @property
     def live(self) -> bool:
@@ -80,9 +89,14 @@ class Deployment:
 def apply_job_info(replica: Replica, info: JobInfo, *, stop_requested: bool,
                    log_tail: str = "") -> Replica:
     """Fold one scheduler observation into a replica."""
+    was_running = replica.scheduler_state in _RUNNING
     replica = replace(replica, scheduler_state=info.state.value, evidence=info.evidence,
-                      node=info.node or replica.node, exit_code=info.exit_code)
+                      node=info.node or replica.node, exit_code=info.exit_code, lost_since=None)
     if info.state is JobState.PENDING:
+        if replica.run and not was_running:
+            return replica  # its engine's endpoint file already told us it started
+        if was_running:     # requeued: the old run's address means nothing any more
+            replica = forget_endpoint(replica)
         return replace(replica, state=STOPPING if stop_requested else QUEUED,
                        reason=info.reason, estimated_start=info.estimated_start)
     if not info.state.terminal:
@@ -92,10 +106,20 @@ def apply_job_info(replica: Replica, info: JobInfo, *, stop_requested: bool,
                        started_at=replica.started_at or info.start_time)
     ended = info.end_time or replica.ended_at
     if stop_requested:
-        return replace(replica, state=STOPPED, reason="stopped by user", ended_at=ended,
-                       healthy=False)
-    return replace(replica, state=FAILED, reason=failure_reason(replica, info, log_tail),
-                   ended_at=ended, healthy=False, log_tail=log_tail or None)
+        return replace(forget_endpoint(replica), state=STOPPED,
+                       reason="stopped by user", ended_at=ended)
+    return replace(forget_endpoint(replica), state=FAILED,
+                   reason=failure_reason(replica, info, log_tail), ended_at=ended,
+                   log_tail=log_tail or None)
+
+
+def forget_endpoint(replica: Replica) -> Replica:
+    """A replica whose engine run ended (requeued, finished) keeps no address, certificate or
+    health: whatever answers at that host:port later is not its engine."""
+    if replica.host is None and replica.run is None and not replica.healthy:
+        return replica
+    return replace(replica, host=None, port=None, fingerprint=None, healthy=False, run=None,
+                   stale_run=replica.run or replica.stale_run)
 
 
 def failure_reason(replica: Replica, info: JobInfo, log_tail: str) -> str:
@@ -123,12 +147,17 @@ def failure_reason(replica: Replica, info: JobInfo, log_tail: str) -> str:
     return f"job failed at start-up{code}"
 
 
-def deployment_state(replicas: Sequence[Replica], stop_requested: bool) -> tuple[str, Optional[str]]:
-    """A deployment is as good as its best replica; it is failed only when all have ended."""
+def deployment_state(replicas: Sequence[Replica], stop_requested: bool,
+                     abort_reason: Optional[str] = None) -> tuple[str, Optional[str]]:
+    """A deployment is as good as its best replica; it is failed only when all have ended.
+
+    A stopped (or aborted) deployment is stopping until the scheduler confirms every job ended.
+    """
     states = [r.state for r in replicas]
     if stop_requested:
-        return (STOPPED, "stopped by user") if all(s in TERMINAL for s in states) \
-            else (STOPPING, None)
+        if not all(s in TERMINAL for s in states):
+            return STOPPING, abort_reason
+        return (FAILED, abort_reason) if abort_reason else (STOPPED, "stopped by user")
     for state in (READY, STARTING, QUEUED, STOPPING):
         if state in states:
             first = next(r for r in replicas if r.state == state)

@@ -39,6 +39,7 @@ Controls (environment variable, or the command-line option in brackets):
     OSIRE_FAKE_UNHEALTHY_FILE=PATH [--unhealthy-file] while PATH exists, /health answers 503
     OSIRE_FAKE_NO_AUTH=1           [--no-auth]        serve without any key check
     OSIRE_FAKE_DEFAULT_TOKENS=N    default number of tokens when the request gives none (16)
+    --ssl-certfile F --ssl-keyfile K   serve HTTPS with that certificate (as vLLM/uvicorn)
 
 No access log is written; on start it prints vLLM-like lines to stderr. SIGTERM/SIGINT end it with
 exit code 0.
@@ -52,6 +53,7 @@ import hmac
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 import uuid
@@ -87,6 +89,8 @@ def parse_args(argv=None):
     p.add_argument("--unhealthy-file", default=_env("OSIRE_FAKE_UNHEALTHY_FILE"))
     p.add_argument("--no-auth", action="store_true", default=_env("OSIRE_FAKE_NO_AUTH", "0") not in ("0", "false"))
     p.add_argument("--default-tokens", type=int, default=int(_env("OSIRE_FAKE_DEFAULT_TOKENS", 16)))
+    p.add_argument("--ssl-certfile", default=None)
+    p.add_argument("--ssl-keyfile", default=None)
     args, _unknown = p.parse_known_args(argv)  # vLLM-style engine arguments are accepted and ignored
     if not args.served_model_name:
         args.served_model_name = [args.model]
@@ -348,9 +352,15 @@ async def serve(args):
     engine = FakeEngine(args)
     runner = web.AppRunner(engine.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port, backlog=4096, reuse_address=True)
+    tls = None
+    if args.ssl_certfile:  # as uvicorn (vLLM) does with --ssl-certfile/--ssl-keyfile
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
+    site = web.TCPSite(runner, args.host, args.port, backlog=4096, reuse_address=True,
+                       ssl_context=tls)
     await site.start()
-    _log(f"Starting vLLM-compatible fake API server on http://{args.host}:{args.port} "
+    scheme = "https" if tls else "http"
+    _log(f"Starting vLLM-compatible fake API server on {scheme}://{args.host}:{args.port} "
          f"serving {', '.join(engine.names)} (pid {os.getpid()})")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

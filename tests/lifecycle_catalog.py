@@ -15,6 +15,9 @@ engines:
     command: {fake}
     kind: openai
     guard: false
+    key_env: VLLM_API_KEY
+    tls_cert_flag: --ssl-certfile
+    tls_key_flag: --ssl-keyfile
 models:
   - name: fake-chat
     model: /models/fake-chat

@@ -13,10 +13,12 @@ from jupyter_osire_llm.spec import SiteLimits
 from jupyter_osire_llm.store import Store
 
 
-def one_model_catalog(command: str, name: str = "m"):
-    """A catalog with one model whose engine is ``command`` (any OpenAI-style server, unguarded)."""
+def one_model_catalog(command: str, name: str = "m", **engine: Any):
+    """A catalog with one model whose engine is ``command`` (any OpenAI-style server, unguarded;
+    its key from $VLLM_API_KEY, plain HTTP unless ``engine`` says how it takes a certificate)."""
     return parse_catalog({"engines": {"e": {"command": command, "kind": "openai",
-                                            "guard": False}},
+                                            "guard": False, "key_env": "VLLM_API_KEY",
+                                            "insecure": True, **engine}},
                           "models": [{"name": name, "model": "/m", "engine": "e"}]})
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from urllib.parse import unquote
 from typing import Any, AsyncContextManager, Callable, Optional
 
 from tornado import httputil, web
@@ -15,7 +16,7 @@ from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from ..errors import OsireError, RequestError, RequestTooLarge, UpstreamError
-from ..proxy import UpstreamResponse
+from ..proxy import ENGINE_CSP, UpstreamResponse, upstream_query
 from .base import OsireHandler
 
 Opener = Callable[[], AsyncContextManager[UpstreamResponse]]
@@ -87,6 +88,8 @@ class _RelayHandler(OsireHandler):
             self.set_status(upstream.status)
             for name, value in upstream.headers.items():
                 self.set_header(name, value)
+            self.add_header("Content-Security-Policy", ENGINE_CSP)
+            self.set_header("X-Content-Type-Options", "nosniff")
             content_type = upstream.content_type or "application/octet-stream"
             if not upstream.streaming:
                 body = await upstream.read()
@@ -123,9 +126,8 @@ class OpenAIHandler(_RelayHandler):
         if not isinstance(model, str) or not model:
             raise RequestError("no model given: put 'model' in the JSON body or the query",
                                field="model")
-        upstream_path = "/v1/" + _raw_tail(self.request.path, "/osire/v1/")
-        if self.request.query:
-            upstream_path += "?" + self.request.query
+        upstream_path = _with_query("/v1/" + _raw_tail(self.request.path, "/osire/v1/"),
+                                    self.request.query)
         await self.relay(lambda: self.osire.proxy.for_model(
             model, payload, body, self.request.method, upstream_path, self.request.headers))
 
@@ -138,9 +140,7 @@ class EngineHandler(_RelayHandler):
     @web.authenticated
     async def get(self, deployment_id: str, path: str) -> None:
         tail = _raw_tail(self.request.path, "/osire/engines/")
-        upstream_path = tail[tail.index("/"):]
-        if self.request.query:
-            upstream_path += "?" + self.request.query
+        upstream_path = _with_query(tail[tail.index("/"):], self.request.query)
         await self.relay(lambda: self.osire.proxy.for_deployment(
             deployment_id, self.body(), self.request.method, upstream_path, self.request.headers))
 
@@ -148,8 +148,21 @@ class EngineHandler(_RelayHandler):
 
 
 def _raw_tail(path: str, marker: str) -> str:
-    """What follows ``marker`` in the still percent-encoded request path."""
-    return path[path.index(marker) + len(marker):]
+    """What follows ``marker`` in the still percent-encoded request path, refused when a
+    segment (once decoded) could climb out of it: ``.``, ``..``, an encoded slash or NUL."""
+    tail = path[path.index(marker) + len(marker):]
+    for segment in tail.split("/"):
+        decoded = unquote(segment)
+        if decoded in (".", "..") or any(c in decoded for c in "/\\\0"):
+            raise RequestError(f"path segment {segment!r} is not allowed in a proxied path",
+                               field="path")
+    return tail
+
+
+def _with_query(path: str, query: str) -> str:
+    """The path with the caller's query minus Jupyter's credentials (``token``, ``_xsrf``)."""
+    query = upstream_query(query)
+    return f"{path}?{query}" if query else path
 
 
 def _is_json(content_type: str) -> bool:

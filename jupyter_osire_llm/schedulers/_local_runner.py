@@ -96,6 +96,7 @@ class Runner:
             self.update(state=JobState.CANCELLED.value, reason=None, end_time=time.time())
             return
         env = job_env_from_runner(dict(os.environ))
+        env["OSIRE_JOB_ID"] = str(self.state["id"])   # as SLURM_JOB_ID under Slurm
         if self.state["gpus"]:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
         with open(self.folder / OUTPUT_FILE, "ab") as log:

@@ -63,6 +63,9 @@ engines:
     command: {engine}
     kind: openai
     guard: false
+    key_env: VLLM_API_KEY
+    tls_cert_flag: --ssl-certfile
+    tls_key_flag: --ssl-keyfile
 models:
   - name: tiny-chat
     model: /models/tiny-chat
