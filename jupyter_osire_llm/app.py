@@ -45,15 +45,20 @@ class OsireLLM(ExtensionApp):
     max_time = Unicode("", config=True, help="Longest time limit (Slurm syntax); empty: none.")
     max_deployments = Int(4, config=True, help="Most live deployments per user.")
     max_replicas = Int(4, config=True, help="Most replicas per deployment.")
+    max_total_gpus = Int(0, config=True, help="Most GPUs one user's live replicas may hold "
+                         "together (GPUs per node x nodes x replicas); 0: no such limit.")
     keep_finished = Int(50, config=True, help="Ended deployments kept (with their logs); older "
                         "ones are forgotten and their job folders removed.")
     local_gpus = Int(0, config=True, help="GPU slots the local backend hands out.")
     command_timeout = Float(15.0, config=True, help="Seconds before a scheduler command fails.")
     engine_host = Unicode("", config=True, help="Host the proxy uses to reach engines; empty: "
                           "the compute node's hostname (127.0.0.1 with the local backend).")
-    monitor_fast_interval = Float(0.5, config=True, help="Seconds between monitor cycles while "
-                                  "something is queued, starting or stopping.")
-    monitor_slow_interval = Float(5.0, config=True, help="Seconds between cycles when stable.")
+    monitor_fast_interval = Float(0.5, config=True, help="Seconds between scheduler queries "
+                                  "right after a change (a launch, a stop, a state that moved).")
+    monitor_slow_interval = Float(30.0, config=True, help="Most seconds between scheduler "
+                                  "queries while jobs merely wait or run (the monitor backs off "
+                                  "to it; engines that start are noticed from their own "
+                                  "endpoint files and health checks, not by faster polling).")
     static_endpoints = Dict(config=True, help="Models served outside Slurm: {name: {'url': ..., "
                             "'api_key': ..., 'model': <upstream name, optional>}}.")
     proxy_max_body_size = Int(32 * 1024 * 1024, config=True, help="Largest request body (bytes).")
@@ -84,7 +89,8 @@ class OsireLLM(ExtensionApp):
                 raise TraitError(f"OsireLLM.{proposal['trait'].name}: {exc.message}") from exc
         return proposal["value"]
 
-    @validate("max_gpus", "max_deployments", "max_replicas", "local_gpus", "keep_finished")
+    @validate("max_gpus", "max_deployments", "max_replicas", "local_gpus", "keep_finished",
+              "max_total_gpus")
     def _check_counts(self, proposal: dict) -> int:
         if proposal["value"] < 0:
             raise TraitError(f"OsireLLM.{proposal['trait'].name} must be 0 or more")
@@ -113,7 +119,8 @@ class OsireLLM(ExtensionApp):
             catalog=catalog, scheduler=scheduler, store=Store(Path(self.db_path)),
             renderer=ScriptRenderer(self.templates_dir or None), job_root=Path(self.job_root),
             limits=SiteLimits(self.allowed_partitions, self.allowed_accounts, self.max_gpus,
-                              self.max_time, self.max_deployments, self.max_replicas),
+                              self.max_time, self.max_deployments, self.max_replicas,
+                              self.max_total_gpus),
             advertise_host=self.engine_host or ("127.0.0.1" if local else ""),
             bind_host="127.0.0.1" if local else "0.0.0.0", keep_finished=self.keep_finished)
         monitor = Monitor(service, scheduler, fast_interval=self.monitor_fast_interval,

@@ -20,7 +20,7 @@ from .endpoints import EngineEndpoint, Endpoint, ModelStatus
 from .errors import ConfigError, NotFound, OsireError, RequestError, SchedulerError, SchedulerTimeout
 from .render import ScriptContext, ScriptRenderer
 from .schedulers.base import Job, JobInfo, JobRequest, JobState, Scheduler
-from .spec import SiteLimits, parse_resources
+from .spec import SiteLimits, job_gpus, parse_resources
 from .states import (FAILED, QUEUED, READY, STARTING, STOPPED, STOPPING, Deployment, Replica,
                      apply_job_info, deployment_state)
 from .store import Store
@@ -91,9 +91,11 @@ class DeploymentService:
             raise RequestError(f"'replicas' must be an integer, got {replicas!r}",
                                field="replicas")
         entry = self.catalog.get(model)
-        wanted = parse_resources(resources, base=entry.resources)
-        self.limits.check(wanted, replicas)
-        self.limits.check_count(sum(d.live for d in self._deployments.values()))
+        wanted = self.limits.apply(parse_resources(resources, base=entry.resources), replicas)
+        live = [d for d in self._deployments.values() if d.live]
+        self.limits.check_count(len(live))
+        self.limits.check_total_gpus(sum(_gpus_held(d) for d in live),
+                                     job_gpus(wanted) * replicas)
 
         deployment_id = secrets.token_hex(4)
         folder = self.job_root / deployment_id
@@ -376,6 +378,12 @@ class DeploymentService:
         for key in [k for k in self._keys if k[0] == deployment_id]:
             del self._keys[key]
         self.store.delete(deployment_id)
+
+
+def _gpus_held(deployment: Deployment) -> int:
+    per_job = int(deployment.resources.get("gpus") or 0) * int(deployment.resources.get("nodes")
+                                                               or 1)
+    return per_job * sum(r.live for r in deployment.replicas)
 
 
 def _job_name(deployment_id: str, index: int) -> str:

@@ -74,7 +74,11 @@ def _check_field(name: str, value: Any) -> Any:
 
 
 def parse_resources(raw: Any, *, base: Optional[Resources] = None) -> Resources:
-    """Validate a user's (or catalog's) ``resources`` mapping on top of ``base``."""
+    """Validate a user's (or catalog's) ``resources`` mapping on top of ``base``.
+
+    ``null`` for a field means "the default" (the catalog's): it never removes a value the
+    catalog or the site limits rely on.
+    """
     base = base or Resources()
     if raw is None:
         return base
@@ -86,7 +90,8 @@ def parse_resources(raw: Any, *, base: Optional[Resources] = None) -> Resources:
                            f"{', '.join(RESOURCE_FIELDS)}", field=f"resources.{unknown[0]}")
     if "memory" in raw and isinstance(raw["memory"], int) and not isinstance(raw["memory"], bool):
         raw = {**raw, "memory": f"{raw['memory']}M"}
-    checked = {name: _check_field(name, value) for name, value in raw.items()}
+    checked = {name: _check_field(name, value) for name, value in raw.items()
+               if value is not None}
     return replace(base, **checked)
 
 
@@ -96,25 +101,34 @@ class SiteLimits:
 
     allowed_partitions: Sequence[str] = ()
     allowed_accounts: Sequence[str] = ()
-    max_gpus: int = 8                 # per replica
+    max_gpus: int = 8                 # per replica: GPUs per node times nodes
     max_time: str = ""                # Slurm syntax; "" = no limit
     max_deployments: int = 4          # live deployments per user
     max_replicas: int = 4
+    max_total_gpus: int = 0           # all live replicas of a user together; 0 = no limit
 
-    def check(self, resources: Resources, replicas: int) -> None:
-        """Raise ``LimitExceeded`` naming the field and the limit."""
+    def apply(self, resources: Resources, replicas: int) -> Resources:
+        """What Slurm will be asked for, within the limits; ``LimitExceeded`` names the field.
+
+        Where the request leaves a limited value open, the limit fills it: no time means the
+        site's ``max_time`` (not the partition's default), no partition or account means the
+        first allowed one.
+        """
         if not 1 <= replicas <= self.max_replicas:
             raise LimitExceeded(f"replicas must be between 1 and {self.max_replicas} (site "
                                 f"limit), got {replicas}", field="replicas")
-        if resources.gpus > self.max_gpus:
-            raise LimitExceeded(f"resources.gpus {resources.gpus} is over the site limit of "
-                                f"{self.max_gpus}", field="resources.gpus")
-        if self.max_time and resources.time and \
-                time_to_minutes(resources.time) > time_to_minutes(self.max_time):
+        if job_gpus(resources) > self.max_gpus:
+            raise LimitExceeded(f"{job_gpus(resources)} GPUs per replica (resources.gpus "
+                                f"{resources.gpus} x resources.nodes {resources.nodes}) is over "
+                                f"the site limit of {self.max_gpus}", field="resources.gpus")
+        if self.max_time and not resources.time:
+            resources = replace(resources, time=self.max_time)
+        if self.max_time and time_to_minutes(resources.time or "0") > \
+                time_to_minutes(self.max_time):
             raise LimitExceeded(f"resources.time {resources.time} is over the site limit of "
                                 f"{self.max_time}", field="resources.time")
-        _check_allowed("partition", resources.partition, self.allowed_partitions)
-        _check_allowed("account", resources.account, self.allowed_accounts)
+        resources = _allowed(resources, "partition", self.allowed_partitions)
+        return _allowed(resources, "account", self.allowed_accounts)
 
     def check_count(self, live: int) -> None:
         if live >= self.max_deployments:
@@ -122,8 +136,26 @@ class SiteLimits:
                                 f"{self.max_deployments}. Stop one first.",
                                 field="max_deployments")
 
+    def check_total_gpus(self, in_use: int, wanted: int) -> None:
+        """``in_use``: GPUs of the user's live replicas; ``wanted``: of the new ones."""
+        if self.max_total_gpus and wanted and in_use + wanted > self.max_total_gpus:
+            raise LimitExceeded(f"{wanted} more GPUs would make {in_use + wanted}, over the site "
+                                f"limit of {self.max_total_gpus} GPUs per user ({in_use} in "
+                                "use). Stop a deployment first.", field="max_total_gpus")
 
-def _check_allowed(name: str, value: Optional[str], allowed: Sequence[str]) -> None:
-    if allowed and value is not None and value not in allowed:
+
+def job_gpus(resources: Resources) -> int:
+    """GPUs one job holds: per node times nodes."""
+    return resources.gpus * resources.nodes
+
+
+def _allowed(resources: Resources, name: str, allowed: Sequence[str]) -> Resources:
+    value = getattr(resources, name)
+    if not allowed:
+        return resources
+    if value is None:
+        return replace(resources, **{name: allowed[0]})
+    if value not in allowed:
         raise LimitExceeded(f"resources.{name} {value!r} is not allowed here; allowed: "
                             f"{', '.join(allowed)}", field=f"resources.{name}")
+    return resources

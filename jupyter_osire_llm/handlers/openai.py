@@ -118,6 +118,8 @@ class OpenAIHandler(_RelayHandler):
 
     @web.authenticated
     async def post(self, path: str) -> None:
+        upstream_path = _with_query("/v1/" + _raw_tail(self.request.path, "/osire/v1/"),
+                                    self.request.query)
         body = self.body()
         content_type = self.request.headers.get("Content-Type", "")
         payload = _json_object(body) if body and _is_json(content_type) else None
@@ -126,8 +128,6 @@ class OpenAIHandler(_RelayHandler):
         if not isinstance(model, str) or not model:
             raise RequestError("no model given: put 'model' in the JSON body or the query",
                                field="model")
-        upstream_path = _with_query("/v1/" + _raw_tail(self.request.path, "/osire/v1/"),
-                                    self.request.query)
         await self.relay(lambda: self.osire.proxy.for_model(
             model, payload, body, self.request.method, upstream_path, self.request.headers))
 

@@ -120,8 +120,8 @@ def test_garbage_endpoint_file_is_ignored_not_fatal(tmp_path, caplog):
 
 
 def test_only_the_newest_finished_deployments_are_kept(tmp_path):
-    from jupyter_osire_llm.schedulers.base import JobInfo, JobState
-
+    """Deterministic: each job really ends (the scheduler says so, the runner is done with its
+    folder) before the next launch; only then may pruning remove a folder."""
     catalog = one_model_catalog("true")
 
     def make():
@@ -130,12 +130,18 @@ def test_only_the_newest_finished_deployments_are_kept(tmp_path):
 
     async def scenario() -> list[str]:
         service = make()
+        monitor = Monitor(service, service.scheduler, fast_interval=0.05)
         ids = []
         for _ in range(4):
             d = await service.launch("m")
             ids.append(d.id)
-            job_id = d.replicas[0].job_id
-            service.observe_job(d.id, 0, JobInfo(job_id, JobState.FAILED, exit_code=1))
+            for _ in range(200):
+                await monitor.cycle()
+                if not service.get(d.id).live:
+                    break
+                await asyncio.sleep(0.05)
+            assert service.get(d.id).state == "failed"   # exited before it became ready
+        await monitor.stop()
         return ids
 
     ids = asyncio.run(scenario())

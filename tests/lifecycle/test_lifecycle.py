@@ -99,6 +99,9 @@ async def test_job_cancelled_outside_is_noticed(api, backend):
 @pytest.mark.parametrize("body, status, param", [
     ({"model": "nope"}, 404, "model"),
     ({"model": "fake-chat", "resources": {"gpus": 3}}, 400, "resources.gpus"),
+    ({"model": "fake-chat", "resources": {"gpus": 2, "nodes": 2}}, 400, "resources.gpus"),
+    ({"model": "fake-chat", "resources": {"gpus": "1"}}, 400, "resources.gpus"),
+    ({"model": "fake-chat", "resources": {"nodes": 0}}, 400, "resources.nodes"),
     ({"model": "fake-chat", "resources": {"time": "02:00:00"}}, 400, "resources.time"),
     ({"model": "fake-chat", "resources": {"partition": "a\n#SBATCH --uid=0"}}, 400,
      "resources.partition"),
@@ -120,6 +123,19 @@ async def test_rejected_launch_submits_nothing(api, backend, osire_dirs, body, s
     assert not osire_dirs["jobs"].exists() or not any(osire_dirs["jobs"].iterdir())
     if backend == "slurm":
         assert squeue_ids(osire_dirs["jobs"]) == before
+
+
+async def test_null_resources_mean_the_catalog_default(api, backend):
+    nulls = {"time": None, "partition": None, "account": None, "gpus": None, "nodes": None,
+             "cpus": None}
+    d = await api.launch("fake-chat", resources=nulls)
+    assert d["resources"]["time"] == "00:10:00" and d["resources"]["gpus"] == 0
+    assert d["resources"]["nodes"] == 1 and d["resources"]["cpus"] == 1
+    if backend == "slurm":  # and that is what Slurm was asked for
+        job_id = d["replicas"][0]["job_id"]
+        limit = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%l"], capture_output=True,
+                               text=True).stdout.strip()
+        assert limit == "10:00", limit
 
 
 async def test_too_many_deployments(api):

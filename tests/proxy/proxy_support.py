@@ -26,6 +26,7 @@ class GateEngine:
         self.finished = asyncio.Event()
         self.cancelled = asyncio.Event()
         self.delay = 0.0
+        self.headers: dict[str, str] = {}      # extra response headers
         self.runner: Optional[web.AppRunner] = None
         self.url = ""
 
@@ -34,6 +35,7 @@ class GateEngine:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/docs", self.docs)
         self.runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self.runner.setup()
         port = free_port()
@@ -51,6 +53,11 @@ class GateEngine:
         self.requests.append({"path": request.path_qs, "headers": dict(request.headers)})
         return web.Response(text="engine_metric 1\n", content_type="text/plain")
 
+    async def docs(self, request: web.Request) -> web.Response:
+        self.requests.append({"path": request.path_qs, "headers": dict(request.headers)})
+        return web.Response(text="<html><script>fetch('/api/contents')</script></html>",
+                            content_type="text/html", headers=self.headers)
+
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append({"path": request.path_qs, "headers": dict(request.headers),
@@ -58,7 +65,7 @@ class GateEngine:
         if self.delay:
             await asyncio.sleep(self.delay)
         if not body.get("stream"):
-            return web.json_response(completion(body["model"], "hello"))
+            return web.json_response(completion(body["model"], "hello"), headers=self.headers)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         try:

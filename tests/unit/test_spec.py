@@ -60,18 +60,42 @@ def test_not_a_mapping():
     (Resources(partition="debug"), 1, "resources.partition"),
     (Resources(account="other"), 1, "resources.account"),
     (Resources(), 0, "replicas"), (Resources(), 9, "replicas"),
+    (Resources(gpus=4, nodes=2), 1, "resources.gpus"),       # 8 GPUs asked of Slurm
 ])
 def test_limits(resources, replicas, field):
     limits = SiteLimits(allowed_partitions=["gpu"], allowed_accounts=["proj"], max_gpus=4,
                         max_time="1-00:00:00", max_replicas=2)
     with pytest.raises(LimitExceeded) as err:
-        limits.check(resources, replicas)
+        limits.apply(resources, replicas)
     assert err.value.field == field and err.value.status == 400
 
 
 def test_within_limits_passes():
-    SiteLimits(allowed_partitions=["gpu"], max_gpus=4, max_time="04:00:00").check(
-        Resources(gpus=4, partition="gpu", time="04:00:00"), 1)
+    wanted = Resources(gpus=4, partition="gpu", time="04:00:00")
+    assert SiteLimits(allowed_partitions=["gpu"], max_gpus=4, max_time="04:00:00").apply(
+        wanted, 1) == wanted
+
+
+def test_open_values_are_filled_by_the_limits():
+    limits = SiteLimits(allowed_partitions=["gpu", "debug"], allowed_accounts=["proj"],
+                        max_time="04:00:00")
+    assert limits.apply(Resources(), 1) == Resources(time="04:00:00", partition="gpu",
+                                                     account="proj")
+    assert SiteLimits().apply(Resources(), 1) == Resources()   # no limits: Slurm's defaults
+
+
+def test_null_means_the_catalog_default():
+    base = Resources(gpus=1, time="01:00:00", partition="gpu", account="proj", nodes=1)
+    raw = {"gpus": None, "time": None, "partition": None, "account": None, "nodes": None}
+    assert parse_resources(raw, base=base) == base
+
+
+def test_total_gpus_per_user():
+    limits = SiteLimits(max_total_gpus=4)
+    limits.check_total_gpus(2, 2)
+    with pytest.raises(LimitExceeded) as err:
+        limits.check_total_gpus(2, 3)
+    assert err.value.field == "max_total_gpus" and "over the site limit of 4" in err.value.message
 
 
 def test_deployment_count_limit():
