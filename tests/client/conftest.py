@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
+import urllib.error
 from pathlib import Path
 from typing import Any, Optional
 
@@ -66,12 +69,30 @@ class Server(JupyterServer):
         return Path(self.env["JUPYTER_RUNTIME_DIR"])
 
     def start(self, timeout: float = 60) -> "Server":
-        config_dir = Path(self.env["JUPYTER_CONFIG_DIR"])
-        config_dir.mkdir(parents=True, exist_ok=True)
-        (config_dir / "jupyter_server_config.json").write_text(json.dumps(
-            {"ServerApp": {"base_url": self.base_url}}))
-        super().start(timeout)
-        return self
+        """As JupyterServer.start, with the base URL on the command line."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = {"ServerApp": {"jpserver_extensions": {"jupyter_osire_llm": True}},
+                  "IdentityProvider": {"token": self.token}, "OsireLLM": self.osire}
+        (self.workdir / "server_config.json").write_text(json.dumps(config))
+        argv = [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
+                f"--port={self.port}", "--ServerApp.port_retries=0", "--ip=127.0.0.1",
+                f"--ServerApp.base_url={self.base_url}", f"--ServerApp.root_dir={self.workdir}",
+                f"--config={self.workdir / 'server_config.json'}"]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if self.request("GET", "osire/api/health")[0] == 200:
+                    return self
+            except (urllib.error.URLError, ConnectionError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"not up in {timeout}s: {self.log_path.read_text()[-3000:]}")
 
     def client_env(self, **extra: str) -> dict[str, str]:
         """The environment of a shell of this server's user: its runtime dir, nothing more."""
@@ -162,3 +183,26 @@ def text_of(messages: list[dict[str, Any]]) -> str:
 
 def errors_of(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return outputs(messages, "error")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """The real Slurm test cluster: used as it is when its node already answers (the start
+    script serialises starts with a lock that a long-lived daemon can hold), else started by
+    scripts/slurm-cluster.sh as tests/conftest.py does."""
+    if os.environ.get("OSIRE_SKIP_SLURM"):
+        pytest.skip("OSIRE_SKIP_SLURM is set")
+    if shutil.which("sinfo"):
+        state = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True,
+                               text=True, timeout=30)
+        if state.returncode == 0 and state.stdout.strip().startswith(("idle", "mix", "alloc")):
+            return "slurm"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "slurm-cluster.sh"
+    result = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True,
+                            timeout=300)
+    if result.returncode != 0 or shutil.which("sbatch") is None:
+        message = f"Slurm test cluster did not start:\n{result.stdout}\n{result.stderr}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return "slurm"

@@ -1,0 +1,196 @@
+"""A kernel started by the running Jupyter server, given no URL or token, drives the models:
+``%load_ext``, ``%osire models/launch --wait/ps/stop``, ``%%osire chat`` streaming in several
+display updates, and ``client()``. On the real Slurm cluster; then the same discovery under an
+Open OnDemand base URL and with JupyterHub's environment variables."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from conftest import Kernel, errors_of, outputs, start_server, stop_server, text_of
+
+pytestmark = pytest.mark.timeout(400)
+
+
+def run_ok(kernel, code, timeout=120):
+    messages = kernel.run(code, timeout)
+    assert not errors_of(messages), text_of(messages)
+    assert kernel.server.token not in repr(messages)     # the token never reaches a notebook
+    return messages
+
+
+def stdout_of(messages):
+    return "".join(m["content"]["text"] for m in outputs(messages, "stream")
+                   if m["content"]["name"] == "stdout")
+
+
+def stderr_of(messages):
+    return "".join(m["content"]["text"] for m in outputs(messages, "stream")
+                   if m["content"]["name"] == "stderr")
+
+
+@pytest.mark.slurm
+def test_notebook_on_slurm(slurm_cluster, tmp_path):
+    server = start_server(tmp_path, "slurm")
+    kernel = None
+    try:
+        kernel = Kernel(server)
+        run_ok(kernel, "%load_ext jupyter_osire_llm")
+
+        source = run_ok(kernel, "from jupyter_osire_llm._client import discover\n"
+                                "print(discover().source)")
+        assert stdout_of(source).strip() == "the server that started this kernel"
+
+        models = run_ok(kernel, "%osire models")
+        shown = outputs(models, "display_data")
+        assert shown and "fake-chat" in shown[0]["content"]["data"]["text/html"]
+        assert "<table>" in shown[0]["content"]["data"]["text/html"]
+
+        launch = run_ok(kernel, "%osire launch fake-chat --time 00:05:00 --wait", timeout=180)
+        progress = outputs(launch, "display_data", "update_display_data")
+        assert progress, text_of(launch)
+        display_ids = {m["content"]["transient"]["display_id"] for m in progress}
+        assert len(display_ids) == 1                       # one line, updated in place
+        assert ": ready" in progress[-1]["content"]["data"]["text/plain"]
+
+        code, listing = server.request("GET", "osire/api/deployments")
+        job_id = listing["deployments"][0]["replicas"][0]["job_id"]
+        assert subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
+                              text=True).stdout.count("JobState=RUNNING") == 1   # a real job
+
+        ps = run_ok(kernel, "%osire ps")
+        table = outputs(ps, "display_data")[0]["content"]["data"]
+        assert "fake-chat" in table["text/html"] and "ready" in table["text/plain"]
+
+        run_ok(kernel, "who = 'world'")
+        chat = run_ok(kernel, "%%osire chat fake-chat --max-tokens 6 --system 'Be brief.'\n"
+                              "Hello {who}!", timeout=60)
+        shown = outputs(chat, "display_data", "update_display_data")
+        updates = [m["content"]["data"]["text/plain"] for m in shown]
+        assert len(updates) >= 4, updates                   # it streamed, chunk after chunk
+        assert all(b.startswith(a) for a, b in zip(updates, updates[1:]))
+        final = shown[-1]["content"]["data"]
+        assert final["text/markdown"].strip() == "t0 t1 t2 t3 t4 t5"
+        assert len({m["content"]["transient"]["display_id"] for m in shown}) == 1
+
+        state = run_ok(kernel, "print(repr(_osire_answer)); "
+                               "m = get_ipython().magics_manager.registry['OsireMagics']; "
+                               "print([x['role'] for x in m.conversation]); "
+                               "print(m.conversation[1]['content'])")
+        lines = stdout_of(state).splitlines()
+        assert lines[0] == repr("t0 t1 t2 t3 t4 t5 ")
+        assert lines[1] == "['system', 'user', 'assistant']"
+        assert lines[2] == "Hello world!"                   # {who} came from the namespace
+
+        again = run_ok(kernel, "%%osire chat fake-chat --max-tokens 2 --continue --out second\n"
+                               "And again?")
+        assert outputs(again, "update_display_data")
+        roles = run_ok(kernel, "print(len(m.conversation), repr(second))")
+        assert stdout_of(roles).strip() == "5 " + repr("t0 t1 ")
+
+        direct = run_ok(kernel, "from jupyter_osire_llm import client\n"
+                                "r = client().chat.completions.create(model='fake-chat', "
+                                "max_tokens=3, messages=[{'role': 'user', 'content': 'Hi'}])\n"
+                                "print(r.choices[0].message.content)")
+        assert stdout_of(direct).strip() == "t0 t1 t2"
+
+        aio = run_ok(kernel, "from jupyter_osire_llm import async_client\n"
+                             "r = await async_client().chat.completions.create("
+                             "model='fake-chat', max_tokens=2, "
+                             "messages=[{'role': 'user', 'content': 'Hi'}])\n"
+                             "print(r.choices[0].message.content)")
+        assert stdout_of(aio).strip() == "t0 t1"
+
+        # A refusal from the server is one readable line, not a traceback.
+        bad = run_ok(kernel, "%osire launch fake-chat --gpus 99")
+        assert stderr_of(bad).count("\n") == 1 and "resources.gpus" in stderr_of(bad)
+        missing = run_ok(kernel, "%%osire chat no-such-model\nHi")
+        assert stderr_of(missing).startswith("osire: ") and stderr_of(missing).count("\n") == 1
+
+        url = run_ok(kernel, "%osire url")
+        assert stdout_of(url).splitlines()[0] == server.url + "osire/v1"
+
+        logs = run_ok(kernel, "%osire logs fake-chat --tail 5")
+        assert stdout_of(logs).strip()
+
+        stop = run_ok(kernel, "%osire stop fake-chat")
+        assert "fake-chat" in stdout_of(stop)
+        code, listing = server.request("GET", "osire/api/deployments")
+        deployment_id = listing["deployments"][0]["id"]
+        assert server.wait_state(deployment_id, {"stopped"})["state"] == "stopped"
+    finally:
+        if kernel:
+            kernel.close()
+        stop_server(server)
+
+
+def test_interrupt_stops_the_wait_not_the_model(tmp_path):
+    server = start_server(tmp_path, "local")
+    kernel = None
+    try:
+        kernel = Kernel(server)
+        run_ok(kernel, "%load_ext jupyter_osire_llm")
+        msg_id = kernel.kc.execute("%osire launch fake-never-ready --wait")
+        # Interrupt once the wait has shown its line (the launch has happened by then).
+        while True:
+            msg = kernel.kc.get_iopub_msg(timeout=60)
+            if (msg["parent_header"].get("msg_id") == msg_id
+                    and msg["msg_type"] == "display_data"):
+                break
+        code, _ = server.request("POST", f"api/kernels/{kernel.kernel_id}/interrupt")
+        assert code == 204
+        rest = []
+        while True:
+            msg = kernel.kc.get_iopub_msg(timeout=60)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            rest.append(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        assert not errors_of(rest), text_of(rest)
+        assert "stopped waiting" in stderr_of(rest)
+        code, listing = server.request("GET", "osire/api/deployments")
+        assert [d["state"] for d in listing["deployments"]] in (["queued"], ["starting"])
+    finally:
+        if kernel:
+            kernel.close()
+        stop_server(server)
+
+
+@pytest.mark.parametrize("hub", [False, True], ids=["ood-base-url", "jupyterhub-env"])
+def test_discovery_under_a_base_url(tmp_path, hub):
+    """OOD's /node/<host>/<port>/ prefix; JupyterHub's /user/<name>/ with its variables."""
+    if hub:
+        server = start_server(tmp_path, "local", base_url="/user/alice/")
+        server.env.update({"JUPYTERHUB_API_TOKEN": server.token,
+                           "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/",
+                           "JUPYTERHUB_SERVICE_URL": server.url})
+        server.stop()
+        server.start()
+    else:
+        server = start_server(tmp_path, "local", base_url="/node/cn0042/12345/")
+    kernel = None
+    try:
+        kernel = Kernel(server)
+        run_ok(kernel, "%load_ext jupyter_osire_llm")
+        found = run_ok(kernel, "from jupyter_osire_llm._client import discover\n"
+                               "s = discover(); print(s.url); print(s.source)")
+        url, source = stdout_of(found).splitlines()
+        assert url == server.url
+        assert source == ("JupyterHub" if hub else "the server that started this kernel")
+        models = run_ok(kernel, "%osire models")
+        assert "fake-chat" in outputs(models, "display_data")[0]["content"]["data"]["text/plain"]
+        listed = run_ok(kernel, "from jupyter_osire_llm import client\n"
+                                "print(type(client().models.list().data).__name__)")
+        assert stdout_of(listed).strip() == "list"
+        if hub:   # without the service URL: the hub's prefix, the local server's address
+            prefix_only = run_ok(kernel, "import os; del os.environ['JUPYTERHUB_SERVICE_URL']\n"
+                                         "s = discover(); print(s.url); print(s.source)\n"
+                                         "%osire ps")
+            url, source = stdout_of(prefix_only).splitlines()[:2]
+            assert url == server.url and source.startswith("JupyterHub + ")
+    finally:
+        if kernel:
+            kernel.close()
+        stop_server(server)
