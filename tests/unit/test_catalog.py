@@ -80,3 +80,44 @@ def test_bad_engine_reported():
     catalog = parse_catalog({"engines": {"e": {"command": ""}, "f": {"command": "x", "kind": "?"}},
                              "models": []})
     assert len(catalog.problems) == 2
+
+
+def _engine_catalog(**engine):
+    return parse_catalog({"engines": {"e": {"command": "server", "kind": "openai", **engine}},
+                          "models": [{"name": "m", "model": "/m", "engine": "e"}]})
+
+
+def test_an_engine_with_no_way_to_take_a_key_is_a_catalog_problem():
+    catalog = _engine_catalog()
+    assert "m" not in catalog.models
+    assert any("no key" in p and "no TLS" in p and "insecure: true" in p
+               for p in catalog.problems), catalog.problems
+
+
+def test_an_engine_marked_insecure_loads_and_is_flagged():
+    catalog = _engine_catalog(insecure=True)
+    assert catalog.models["m"].public()["insecure"] == [
+        "no key: anyone who reaches its port can use it",
+        "no TLS: prompts and answers cross the network in clear"]
+    assert list(catalog.insecure()) == ["m"]
+
+
+def test_key_file_flag_and_tls_flags_make_a_protected_engine():
+    catalog = _engine_catalog(key_file_flag="--api-key-file", tls_cert_flag="--ssl-cert-file",
+                              tls_key_flag="--ssl-key-file")
+    assert "insecure" not in catalog.models["m"].public() and catalog.insecure() == {}
+
+
+def test_vllm_engines_take_their_key_from_the_environment_and_serve_tls_by_default():
+    engine = parse_catalog({"engines": {"v": {"command": "vllm serve"}},
+                            "models": [{"name": "m", "model": "/m", "engine": "v"}]}
+                           ).models["m"].engine
+    assert (engine.key_env, engine.tls_cert_flag, engine.tls_key_flag) == (
+        "VLLM_API_KEY", "--ssl-certfile", "--ssl-keyfile")
+
+
+@pytest.mark.parametrize("field, value", [("key_env", "A B"), ("key_file_flag", "--x;rm"),
+                                          ("tls_cert_flag", "$(id)")])
+def test_protection_fields_are_validated(field, value):
+    catalog = _engine_catalog(**{field: value}, insecure=True)
+    assert "m" not in catalog.models and field in catalog.problems[0]
