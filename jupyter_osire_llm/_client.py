@@ -144,19 +144,26 @@ def runtime_dirs(env: dict[str, str]) -> list[Path]:
     connection = _connection_file()
     if connection:
         dirs.append(Path(connection).parent)
-    if env.get("JUPYTER_RUNTIME_DIR"):
+    if env.get("JUPYTER_RUNTIME_DIR"):      # what jupyter_core would answer too
         dirs.append(Path(env["JUPYTER_RUNTIME_DIR"]))
-    try:
-        from jupyter_core.paths import jupyter_runtime_dir
-        dirs.append(Path(jupyter_runtime_dir()))
-    except Exception:  # jupyter_core missing or broken: fall back to its Linux default
-        data = env.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-        dirs.append(Path(data) / "jupyter" / "runtime")
+    else:
+        dirs.append(_default_runtime_dir(env))
     unique: list[Path] = []
     for d in dirs:
         if d not in unique:
             unique.append(d)
     return unique
+
+
+def _default_runtime_dir(env: dict[str, str]) -> Path:
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+        return Path(jupyter_runtime_dir())
+    except Exception:  # jupyter_core missing or broken: its Linux default
+        data = env.get("JUPYTER_DATA_DIR") or os.path.join(
+            env.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share"),
+            "jupyter")
+        return Path(data) / "runtime"
 
 
 def running_servers(env: Optional[dict[str, str]] = None) -> list[dict[str, Any]]:
