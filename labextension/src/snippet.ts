@@ -1,22 +1,20 @@
 /**
- * The "Copy OpenAI snippet" text: Python that calls a ready model through `<server>/osire/v1`.
+ * The "Copy snippet" text: Python that calls a ready model through `<server>/osire/v1`.
  */
 
 /**
- * Python source calling `model` with the official OpenAI client.
+ * Python source calling `model` with the official OpenAI client from `client()`.
  *
- * With a token (a plain `jupyter lab`) it is written into the snippet; without one (JupyterHub
- * or cookie login) the snippet reads the hub's API token from the kernel's environment.
+ * `client()` (package `jupyter_osire_llm`) finds the Jupyter server that runs the kernel and its
+ * credentials itself, so the snippet never holds a URL with a token or the token: it can be
+ * pasted into a notebook that is shared. `baseUrl` and `token` are accepted for the callers'
+ * convenience and deliberately not written.
  */
-export function openaiSnippet(baseUrl: string, model: string, token: string): string {
-  const key = token
-    ? pyString(token)
-    : 'os.environ["JUPYTERHUB_API_TOKEN"]';
-  const imports = token ? 'from openai import OpenAI' : 'import os\n\nfrom openai import OpenAI';
-  return `${imports}
+export function openaiSnippet(_baseUrl: string, model: string, _token?: string): string {
+  return `from jupyter_osire_llm import client  # an OpenAI client for this Jupyter server
 
-client = OpenAI(base_url=${pyString(baseUrl)}, api_key=${key})
-response = client.chat.completions.create(
+llm = client()
+response = llm.chat.completions.create(
     model=${pyString(model)},
     messages=[{"role": "user", "content": "Hello! Who are you?"}],
 )
