@@ -194,3 +194,21 @@ def test_discovery_under_a_base_url(tmp_path, hub):
         if kernel:
             kernel.close()
         stop_server(server)
+
+
+def test_site_config_loads_the_magics_in_every_kernel(tmp_path):
+    """The documented way: ``c.InteractiveShellApp.extensions`` in ipython_kernel_config.py."""
+    profile = tmp_path / "ipython" / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "ipython_kernel_config.py").write_text(
+        'c.InteractiveShellApp.extensions = ["jupyter_osire_llm"]\n')
+    server = start_server(tmp_path, "local", env={"IPYTHONDIR": str(tmp_path / "ipython")})
+    kernel = None
+    try:
+        kernel = Kernel(server)
+        url = run_ok(kernel, "%osire url")                 # no %load_ext
+        assert stdout_of(url).splitlines()[0] == server.url + "osire/v1"
+    finally:
+        if kernel:
+            kernel.close()
+        stop_server(server)
