@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -95,6 +96,17 @@ class OsireLLM(ExtensionApp):
         if proposal["value"] < 0:
             raise TraitError(f"OsireLLM.{proposal['trait'].name} must be 0 or more")
         return proposal["value"]
+
+    @validate("job_root", "db_path")
+    def _absolute_path(self, proposal: dict) -> str:
+        """``~`` expanded and a relative path made absolute now: jobs run elsewhere (their own
+        working folder, a compute node), where neither would mean the same."""
+        value = proposal["value"].strip()
+        path = Path(os.path.expanduser(value))
+        if not value or str(path).startswith("~"):
+            raise TraitError(f"OsireLLM.{proposal['trait'].name}: {value!r} is not a usable path "
+                             "(empty, or ~user of an unknown user)")
+        return str(path.absolute())
 
     @default("job_root")
     def _default_job_root(self) -> str:

@@ -10,9 +10,15 @@
 # stop-ctld/start-ctld stop and start slurmctld alone (fault tests); while slurmctld is stopped that
 # way, a concurrent `start` waits (up to 120 s) instead of restarting it behind the test's back.
 #
-# MinJobAge=120: finished jobs stay visible to squeue/scontrol for 2-3 minutes (purging runs about
-# once a minute), long enough for a monitor to see how they ended; afterwards the backend falls back
-# to the job's exit file. KillWait=5 so cancel and time limits end jobs quickly.
+# Accounting (OSIRE_SLURM_ACCOUNTING=auto, the default; 1 requires it, 0 turns it off): MariaDB and
+# slurmdbd (Debian mariadb-server, slurmdbd; installed when missing and we are root) run under the
+# same directory, so `sacct` works for real. MariaDB listens on 127.0.0.1:OSIRE_SLURM_DB_PORT (6820)
+# only, slurmdbd on 6819. With accounting, MinJobAge=5: a finished job leaves squeue within about a
+# minute (slurmctld purges once a minute) and its true end (FAILED with its exit code, TIMEOUT...)
+# comes from sacct. Without it, MinJobAge=120 keeps finished jobs visible long enough for a monitor
+# to see how they ended; afterwards the backend falls back to the job's exit file.
+# `start` rewrites the config only when it changed (then slurmctld restarts: running jobs survive).
+# KillWait=5 so cancel and time limits end jobs quickly.
 # The node declares OSIRE_SLURM_CPUS (default 8) CPUs whatever the machine has (config_overrides),
 # so several test suites' jobs (mostly sleeping) can run side by side on a 2-core machine; the
 # 2 fake GPUs stay the scarce resource that makes jobs wait with reason Resources.
@@ -23,14 +29,24 @@ CONF="$DIR/etc/slurm.conf"
 HOST="$(hostname -s)"
 CPUS="${OSIRE_SLURM_CPUS:-8}"
 PACKAGES=(slurmctld slurmd slurm-client munge)
+ACCT_PACKAGES=(mariadb-server slurmdbd)
+ACCOUNTING="${OSIRE_SLURM_ACCOUNTING:-auto}"
+DB_PORT="${OSIRE_SLURM_DB_PORT:-6820}"
+DBD_PORT=6819
+USE_ACCT=0
 
 log() { echo "slurm-cluster: $*" >&2; }
 
-install_packages() {
-    local missing=()
-    for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+missing_packages() {  # missing_packages PKG...: prints those not installed
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
     done
+}
+
+install_packages() {
+    local missing
+    missing=($(missing_packages "${PACKAGES[@]}"))
     [ ${#missing[@]} -eq 0 ] && return 0
     [ "$(id -u)" -eq 0 ] || { log "missing packages ${missing[*]} (run as root to install)"; exit 1; }
     log "installing ${missing[*]}"
@@ -38,25 +54,57 @@ install_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+choose_accounting() {  # sets USE_ACCT; installs MariaDB and slurmdbd when missing (root only)
+    local missing
+    case "$ACCOUNTING" in 0|no|off|false) USE_ACCT=0; return 0 ;; esac
+    missing=($(missing_packages "${ACCT_PACKAGES[@]}"))
+    if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
+        log "installing ${missing[*]} (accounting; OSIRE_SLURM_ACCOUNTING=0 skips it)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 ||
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+                  apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1; } || true
+        missing=($(missing_packages "${ACCT_PACKAGES[@]}"))
+    fi
+    if [ ${#missing[@]} -eq 0 ]; then USE_ACCT=1; return 0; fi
+    case "$ACCOUNTING" in
+        1|yes|on|true) log "accounting required but ${missing[*]} missing"; exit 1 ;;
+    esac
+    log "no accounting (missing ${missing[*]}): sacct will say it is disabled"
+    USE_ACCT=0
+}
+
 pid_alive() {  # pid_alive FILE: the process named in FILE is running
     local pid
     [ -s "$1" ] && pid="$(cat "$1")" && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
-write_config() {
-    local user hw
+make_dirs() {
+    mkdir -p "$DIR"/{etc,munge,state,spool,log,run,gpu}
+    chmod 755 "$DIR" "$DIR/etc" "$DIR/munge" "$DIR/gpu"
+}
+
+write_config() {  # writes the config; returns 0 if it changed (or is new), 1 if not
+    local user hw acct
     user="$(id -un)"
     mem="$(slurmd -C | head -1 | sed -n -e 's/.*RealMemory=\([0-9]*\).*/\1/p')"
     hw="CPUs=$CPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$CPUS ThreadsPerCore=1 RealMemory=$mem"
-    mkdir -p "$DIR"/{etc,munge,state,spool,log,run,gpu}
-    chmod 755 "$DIR" "$DIR/etc" "$DIR/munge" "$DIR/gpu"
     ln -sf /dev/null "$DIR/gpu/nvidia0"
     ln -sf /dev/null "$DIR/gpu/nvidia1"
     cat > "$DIR/etc/gres.conf" <<EOF
 AutoDetect=off
 NodeName=$HOST Name=gpu File=$DIR/gpu/nvidia[0-1]
 EOF
-    cat > "$CONF" <<EOF
+    if [ "$USE_ACCT" -eq 1 ]; then
+        acct="AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=$DBD_PORT
+AccountingStoragePass=$DIR/munge/munge.socket
+MinJobAge=5"
+    else
+        acct="AccountingStorageType=accounting_storage/none
+MinJobAge=120"
+    fi
+    cat > "$CONF.new" <<EOF
 ClusterName=osire
 SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=$user
@@ -79,10 +127,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+$acct
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0
-MinJobAge=120
 KillWait=5
 ReturnToService=2
 SlurmdParameters=config_overrides
@@ -95,6 +142,84 @@ EOF
         ln -sf "$CONF" /etc/slurm/slurm.conf
         ln -sf "$DIR/etc/gres.conf" /etc/slurm/gres.conf
     fi
+    if [ -e "$CONF" ] && cmp -s "$CONF.new" "$CONF"; then rm -f "$CONF.new"; return 1; fi
+    mv "$CONF.new" "$CONF"
+    return 0
+}
+
+db_client() {  # db_client SQL: run SQL as the database's admin (unix socket authentication)
+    mariadb --no-defaults --socket="$DIR/run/mysqld.sock" -u "$(id -un)" -e "$1"
+}
+
+start_mariadb() {
+    local i
+    pid_alive "$DIR/run/mysqld.pid" && return 0
+    mkdir -p "$DIR/mysql"
+    if [ ! -d "$DIR/mysql/mysql" ]; then
+        mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$DIR/mysql" \
+            --auth-root-authentication-method=socket --skip-test-db \
+            > "$DIR/log/mariadb-install.log" 2>&1 || { log "mariadb-install-db failed: see $DIR/log"; return 1; }
+    fi
+    mariadbd --no-defaults --user="$(id -un)" --datadir="$DIR/mysql" \
+        --socket="$DIR/run/mysqld.sock" --pid-file="$DIR/run/mysqld.pid" \
+        --bind-address=127.0.0.1 --port="$DB_PORT" --skip-name-resolve \
+        --log-error="$DIR/log/mysqld.log" --innodb-buffer-pool-size=64M \
+        --innodb-lock-wait-timeout=900 < /dev/null > /dev/null 2>&1 9>&- &
+    for i in $(seq 300); do
+        db_client "SELECT 1" > /dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    log "MariaDB did not start: see $DIR/log/mysqld.log"
+    return 1
+}
+
+start_slurmdbd() {
+    local pass i
+    pid_alive "$DIR/run/slurmdbd.pid" && return 0
+    [ -s "$DIR/etc/db.pass" ] || (umask 077; head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' \
+                                  > "$DIR/etc/db.pass")
+    pass="$(cat "$DIR/etc/db.pass")"
+    db_client "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$pass';
+               ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$pass';
+               GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" || return 1
+    (umask 077; cat > "$DIR/etc/slurmdbd.conf" <<EOF
+AuthType=auth/munge
+AuthInfo=socket=$DIR/munge/munge.socket
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=$DBD_PORT
+SlurmUser=$(id -un)
+PidFile=$DIR/run/slurmdbd.pid
+LogFile=$DIR/log/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=$pass
+StorageLoc=slurm_acct_db
+EOF
+    )
+    SLURM_CONF="$CONF" slurmdbd 9>&-   # reads slurmdbd.conf beside slurm.conf
+    for i in $(seq 300); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$DBD_PORT") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    log "slurmdbd did not come up: see $DIR/log/slurmdbd.log"
+    return 1
+}
+
+register_cluster() {  # once the config names slurmdbd: the cluster must exist in the database
+    [ "$USE_ACCT" -eq 1 ] || return 0
+    SLURM_CONF="$CONF" sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx osire ||
+        SLURM_CONF="$CONF" sacctmgr -i add cluster osire > /dev/null
+}
+
+start_accounting() {
+    [ "$USE_ACCT" -eq 1 ] || return 0
+    start_mariadb && start_slurmdbd && return 0
+    [ "$ACCOUNTING" = auto ] || exit 1
+    log "accounting did not start; running without it"
+    USE_ACCT=0
 }
 
 start_munge() {
@@ -104,17 +229,17 @@ start_munge() {
     chmod 600 "$DIR/munge/munge.key"
     munged --force --socket="$DIR/munge/munge.socket" --key-file="$DIR/munge/munge.key" \
         --pid-file="$DIR/run/munged.pid" --log-file="$DIR/log/munged.log" \
-        --seed-file="$DIR/munge/munge.seed"
+        --seed-file="$DIR/munge/munge.seed" 9>&-
 }
 
 start_ctld() {
     pid_alive "$DIR/run/slurmctld.pid" && return 0
-    slurmctld -f "$CONF"
+    slurmctld -f "$CONF" 9>&-
 }
 
 start_slurmd() {
     pid_alive "$DIR/run/slurmd.pid" && return 0
-    slurmd -f "$CONF"
+    slurmd -f "$CONF" 9>&-
 }
 
 stop_pidfile() {  # stop_pidfile NAME: TERM the daemon, wait, then KILL
@@ -144,7 +269,8 @@ wait_idle() {
 
 status() {
     local name rc=0
-    for name in munged slurmctld slurmd; do
+    for name in munged mysqld slurmdbd slurmctld slurmd; do
+        case "$name" in mysqld|slurmdbd) [ -e "$DIR/run/$name.pid" ] || continue ;; esac
         if pid_alive "$DIR/run/$name.pid"; then echo "$name running (pid $(cat "$DIR/run/$name.pid"))"
         else echo "$name stopped"; rc=3; fi
     done
@@ -164,19 +290,32 @@ wait_outage() {  # a fault test has slurmctld stopped on purpose: let it finish
 case "${1:-}" in
     start)
         install_packages
+        choose_accounting
+        make_dirs
+        exec 9> "$DIR/run/cluster.lock"
+        flock 9            # concurrent test sessions: one start at a time (daemons get 9>&-)
         wait_outage
-        if ! pid_alive "$DIR/run/slurmctld.pid" || ! pid_alive "$DIR/run/slurmd.pid"; then
-            write_config
-        fi
         start_munge
+        start_accounting
+        changed=0
+        write_config && changed=1
+        register_cluster
+        if [ $changed -eq 1 ] && pid_alive "$DIR/run/slurmctld.pid"; then
+            log "configuration changed: restarting slurmctld (running jobs survive)"
+            stop_pidfile slurmctld
+            start_ctld
+            SLURM_CONF="$CONF" scontrol reconfigure > /dev/null 2>&1 || true
+        fi
         start_ctld
         start_slurmd
         wait_idle
-        log "up: $HOST with 2 fake GPUs, config $CONF"
+        log "up: $HOST with 2 fake GPUs, accounting $([ "$USE_ACCT" -eq 1 ] && echo on || echo off), config $CONF"
         ;;
     stop)
         stop_pidfile slurmd
         stop_pidfile slurmctld
+        stop_pidfile slurmdbd
+        stop_pidfile mysqld
         stop_pidfile munged
         ;;
     restart) "$0" stop; "$0" start ;;

@@ -88,6 +88,7 @@ class AdminHandler(OsireHandler):
                          "log_level": logging.getLevelName(_logger().level),
                          "scheduler": ctx.scheduler.name,
                          "scheduler_last_error": ctx.monitor.last_error,
+                         "scheduler_calls": ctx.scheduler.stats()["calls"],
                          "monitor_cycles": ctx.monitor.cycles})
 
     @web.authenticated

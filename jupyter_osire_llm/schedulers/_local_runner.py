@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Optional
 
 from .base import OUTPUT_FILE, SCRIPT_FILE, JobState
-from .local import CANCEL_FILE, hostname, job_env_from_runner, read_state, write_state
+from .local import CANCEL_FILE, hostname, identity, job_env_from_runner, read_state, write_state
 
 POLL = 0.1
 PR_SET_CHILD_SUBREAPER = 36
@@ -90,7 +90,7 @@ class Runner:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
         become_subreaper()
-        self.update(runner_pid=os.getpid())
+        self.update(runner_pid=os.getpid(), runner_identity=identity(os.getpid()))
         gpus = self.acquire()
         if gpus is None:
             self.update(state=JobState.CANCELLED.value, reason=None, end_time=time.time())
@@ -105,7 +105,7 @@ class Runner:
                                     env=env, start_new_session=True)
         started = time.time()
         self.update(state=JobState.RUNNING.value, reason=None, start_time=started,
-                    node=hostname(), job_pgid=proc.pid)
+                    node=hostname(), job_pgid=proc.pid, job_identity=identity(proc.pid))
         ending = self.watch(proc, started)
         rc = proc.wait()
         _killpg(proc.pid, signal.SIGKILL)   # leftovers of the group (engine workers)

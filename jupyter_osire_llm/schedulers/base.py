@@ -10,6 +10,8 @@ import abc
 import enum
 import re
 import shlex
+import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -22,9 +24,21 @@ EXIT_FILE = "exit_status"
 OUTPUT_FILE = "job.log"
 #: The batch script as submitted (with the exit trap), in its folder.
 SCRIPT_FILE = "job.sh"
-#: Variables never handed on to a job: the Jupyter server's own credentials.
-SECRET_ENV = re.compile(r"^(JUPYTERHUB_.*|JPY_.*|JUPYTER_TOKEN|JUPYTER_SERVER_TOKEN)$")
+#: Variables never handed on to a job (nor to a scheduler command): the Jupyter server's own
+#: credentials and session (JupyterHub's API token and URLs, the Jupyter token, the `jupyter osire`
+#: client's OSIRE_URL/OSIRE_TOKEN and any other OSIRE_*KEY/TOKEN/SECRET/PASSWORD, Open OnDemand's
+#: session password).
+SECRET_ENV = re.compile(
+    r"^(JUPYTERHUB_.*|JPY_.*|JUPYTER_(TOKEN|SERVER_TOKEN|SERVER_URL|PASSWORD)"
+    r"|OSIRE_(URL|TOKEN|.*(TOKEN|KEY|SECRET|PASSWORD|PASSWD))|password|PASSWORD)$")
+#: Slurm's input variables: options of sbatch/squeue/sacct/... and the environment of an enclosing
+#: job (a Jupyter server that runs inside a Slurm job, as under Open OnDemand). They change what
+#: the commands print and what a submission asks for, so neither our commands nor our jobs inherit
+#: them. SLURM_CONF (where the cluster's configuration is) is the one kept.
+SLURM_ENV = re.compile(r"^(SLURM_(?!CONF$)|SBATCH_|SALLOC_|SRUN_|SQUEUE_|SACCT_|SACCTMGR_|"
+                       r"SCONTROL_|SCANCEL_|SINFO_|SPRIO_|SSTAT_|SREPORT_|SCRUN_|PMI_|PMIX_)")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CALLS_LOCK = threading.Lock()
 
 
 class JobState(str, enum.Enum):
@@ -112,7 +126,11 @@ class Scheduler(abc.ABC):
 
     @abc.abstractmethod
     def query(self, jobs: Sequence[Job]) -> dict[str, JobInfo]:
-        """State of many jobs in ONE scheduler call; every job asked about gets an answer."""
+        """State of many jobs in ONE scheduler call (rarely one more, for jobs that ended).
+
+        Every job asked about gets an answer, except one whose answer could not be read this time
+        (a line the parser does not understand, a failing accounting query): it is left out, so
+        the caller keeps its last known state, and the backend logs why."""
 
     @abc.abstractmethod
     def cancel(self, job: Job) -> None:
@@ -127,7 +145,25 @@ class Scheduler(abc.ABC):
         return job.output_path
 
     def describe(self) -> dict:
-        return {"name": self.name}
+        return {"name": self.name, "calls": self.calls}
+
+    # -- accounting of our own load on the scheduler
+
+    @property
+    def calls(self) -> dict[str, int]:
+        """Scheduler calls made so far, by command (``squeue``, ``sbatch``...; for pyslurm the API
+        call, ``Jobs.load``...): what this server costs the controller."""
+        with _CALLS_LOCK:
+            return dict(sorted(self.__dict__.get("_calls", {}).items()))
+
+    def count_call(self, what: str) -> None:
+        """Record one scheduler call; backends call it once per command or RPC (any thread)."""
+        with _CALLS_LOCK:
+            self.__dict__.setdefault("_calls", Counter())[what] += 1
+
+    def stats(self) -> dict:
+        """What the admin endpoint shows about this backend's use of the scheduler."""
+        return {"calls": self.calls}
 
 
 def exit_file_info(job: Job) -> Optional[JobInfo]:
@@ -170,12 +206,23 @@ def with_exit_trap(script: str, folder: Path) -> str:
     return "".join(lines[:i]) + trap + "".join(lines[i:])
 
 
+def command_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """The environment a scheduler command (squeue, sacct, scontrol, scancel) runs with: ``base``
+    without Slurm's input variables (``SLURM_TIME_FORMAT`` would make times unparsable,
+    ``SQUEUE_USERS``/``SQUEUE_PARTITION``... hide jobs, ``SLURM_CLUSTERS`` changes the output)
+    and without the server's credentials. PATH, HOME, USER, locale, SLURM_CONF, library paths
+    and whatever else a site's Slurm needs stay."""
+    return {k: v for k, v in base.items() if not (SLURM_ENV.match(k) or SECRET_ENV.match(k))}
+
+
 def job_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
     """The environment sbatch runs with (and, through --export=ALL, the job): ``base`` without the
-    server's credentials, plus ``extra``. Values travel in the environment, never in argv."""
+    server's credentials and without Slurm's input variables (an enclosing job's SLURM_JOB_ID,
+    inherited SBATCH_* options), plus ``extra``. The job gets its own SLURM_* from Slurm.
+    Values travel in the environment, never in argv."""
     for name in extra:
         if not _ENV_NAME.match(name) or name.startswith(("SBATCH_", "SLURM_")):
             raise RequestError(f"environment variable name not allowed: {name!r}", field="env")
-    env = {k: v for k, v in base.items() if not SECRET_ENV.match(k)}
+    env = command_environment(base)
     env.update(extra)
     return env

@@ -4,6 +4,9 @@ Each job gets a detached runner (``_local_runner``, its own session) that waits 
 slots (PENDING, reason Resources), runs the script in a new process group (RUNNING), enforces the
 time limit (TIMEOUT) and records everything as JSON in the job folder. A new ``LocalScheduler``
 (after a server restart) answers from those files alone.
+
+Pids are recorded with what identifies their process (its start time in /proc/<pid>/stat and the
+boot id): after a reboot, or once a pid is reused, a stale record never lets us signal a stranger.
 """
 from __future__ import annotations
 
@@ -64,16 +67,87 @@ def write_state(folder: Path, state: dict) -> None:
     os.replace(tmp, folder / STATE_FILE)
 
 
+def boot_id() -> Optional[str]:
+    """This boot's random id (Linux): pids and start times of another boot mean nothing."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _stat(pid: int) -> Optional[list[str]]:
+    """Fields 3... of /proc/<pid>/stat (after "pid (comm)"), or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_start(pid: int) -> Optional[int]:
+    """When the process started, in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def identity(pid: int) -> dict:
+    """What tells this process from a later one with the same pid: recorded beside the pid."""
+    return {"start": process_start(pid), "boot": boot_id()}
+
+
+def same_process(pid: Optional[int], recorded: Optional[dict]) -> bool:
+    """``pid`` is still the process ``recorded`` (by ``identity``) described."""
+    if not pid or not recorded or recorded.get("start") is None or not recorded.get("boot"):
+        return False
+    return recorded["boot"] == boot_id() and process_start(pid) == recorded["start"]
+
+
 def runner_alive(state: dict) -> bool:
-    """The runner recorded in ``state`` still runs (checked against pid reuse by its cmdline)."""
+    """The runner recorded in ``state`` still runs (its identity, else its cmdline, confirms it
+    against pid reuse)."""
     pid = state.get("runner_pid")
     if not pid:  # not started yet, unless it failed to start at all
         return time.time() - float(state.get("submit_time", 0)) < RUNNER_START_GRACE
+    if "runner_identity" in state and not same_process(pid, state["runner_identity"]):
+        return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
     return b"_local_runner" in cmdline and str(state["folder"]).encode() in cmdline
+
+
+def job_processes(state: dict) -> list[int]:
+    """The live processes of the job recorded in ``state``: its process group, only once its
+    identity is confirmed. With the group leader alive, the leader must be the recorded process;
+    with the leader gone, a member counts only if it started after the job (same boot) and
+    carries the job's OSIRE_JOB_ID. A record without identity (or from another boot) gives []."""
+    pgid, recorded = state.get("job_pgid"), state.get("job_identity")
+    if not pgid or not recorded or recorded.get("start") is None \
+            or recorded.get("boot") != boot_id():
+        return []
+    leader = _stat(pgid)
+    if leader is not None and not same_process(pgid, recorded):
+        return []                       # the pgid is someone else's now
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat(int(entry))
+        if fields is None or int(fields[2]) != pgid or int(fields[19]) < recorded["start"]:
+            continue
+        if leader is None and not _carries_job_id(int(entry), str(state.get("id"))):
+            continue
+        members.append(int(entry))
+    return members
+
+
+def _carries_job_id(pid: int, job_id: str) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"OSIRE_JOB_ID={job_id}".encode() in environ
 
 
 def info_from_state(job: Job, state: dict) -> JobInfo:
@@ -95,7 +169,7 @@ class LocalScheduler(Scheduler):
         self.state_dir.mkdir(parents=True, exist_ok=True)
 
     def describe(self) -> dict:
-        return {"name": self.name, "gpus": self.gpus, "cpus": self.cpus,
+        return {**super().describe(), "gpus": self.gpus, "cpus": self.cpus,
                 "state_dir": str(self.state_dir)}
 
     def _next_id(self) -> str:
@@ -134,6 +208,7 @@ class LocalScheduler(Scheduler):
             "state_dir": str(self.state_dir), "total_gpus": self.gpus, "total_cpus": self.cpus,
             "kill_grace": self.kill_grace, "name": request.name})
         env = runner_environment(job_environment(os.environ, request.env))
+        self.count_call("runner")            # no scheduler: what we count is our own work
         try:
             with open(folder / RUNNER_LOG, "ab") as log:
                 subprocess.Popen([sys.executable, "-m", "jupyter_osire_llm.schedulers._local_runner",
@@ -144,6 +219,8 @@ class LocalScheduler(Scheduler):
         return job
 
     def query(self, jobs: Sequence[Job]) -> dict[str, JobInfo]:
+        if jobs:
+            self.count_call("query")
         return {job.id: self._query_one(job) for job in jobs}
 
     def _query_one(self, job: Job) -> JobInfo:
@@ -159,6 +236,7 @@ class LocalScheduler(Scheduler):
             submit_time=info.submit_time, start_time=info.start_time, evidence="none")
 
     def cancel(self, job: Job) -> None:
+        self.count_call("cancel")
         state = read_state(job.folder)
         if state is None or state.get("id") != job.id or JobState(state["state"]).terminal:
             return
@@ -169,9 +247,11 @@ class LocalScheduler(Scheduler):
         pid = state.get("runner_pid")
         if pid and runner_alive(state):
             _signal(pid, signal.SIGTERM, job.id)
-        elif pid and state.get("job_pgid"):
-            # the runner is gone but its job may live on: end the whole group ourselves
-            _signal(-state["job_pgid"], signal.SIGKILL, job.id)
+        elif pid:
+            # the runner is gone but its job may live on: end its processes ourselves, once
+            # the record is confirmed to still describe them (never a reused pid's group)
+            for member in job_processes(state):
+                _signal(member, signal.SIGKILL, job.id)
 
 
 def runner_environment(job_env: dict[str, str]) -> dict[str, str]:

@@ -1,14 +1,22 @@
 """Slurm through pyslurm's 25.11 API (``JobSubmitDescription``, ``Job``, ``Jobs``).
 
 pyslurm builds only against the exactly matching Slurm release, so it is imported lazily and a
-missing or broken pyslurm is ``SchedulerUnavailable``. Same semantics as the CLI backend: one
-``Jobs.load()`` per query cycle, foreign jobs answered as LOST ("owned by ..."), jobs gone from the
-controller answered from their exit file or as LOST with evidence "none".
+missing or broken pyslurm is ``SchedulerUnavailable``. Same semantics as the CLI backend: foreign
+jobs answered as LOST ("owned by ..."), jobs gone from the controller answered from accounting
+(``pyslurm.db.Jobs.load`` filtered by id and user: sacct), else their exit file, else LOST.
+
+Asking only for this user's jobs: pyslurm 25.11 has no binding of slurm_load_job_user.
+``pyslurm.Jobs.load()`` (slurm_load_jobs) always makes the controller pack its whole job table;
+``pyslurm.Job.load(id)`` (slurm_load_job) packs one job. A cycle therefore loads each job by id
+while there are at most ``single_load_limit`` of them (the usual case: a few replicas), and the
+whole table once beyond that: at most ``single_load_limit`` small calls or one large one.
 """
 from __future__ import annotations
 
+import logging
 import os
 import pwd
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional, Sequence
@@ -16,7 +24,11 @@ from typing import Any, Optional, Sequence
 from .. import errors
 from .base import (OUTPUT_FILE, SCRIPT_FILE, Job, JobInfo, JobRequest, JobState, Resources,
                    Scheduler, exit_file_info, job_environment, with_exit_trap)
-from .slurm import parse_state
+from .slurm import SACCT_GRACE, parse_state
+
+log = logging.getLogger(__name__)
+#: Jobs loaded one by one (slurm_load_job) per cycle; more than this: one slurm_load_jobs.
+SINGLE_LOAD_LIMIT = 8
 
 
 def import_pyslurm() -> ModuleType:
@@ -49,6 +61,18 @@ def _epoch(value: Any) -> Optional[float]:
     return float(value) if value else None
 
 
+def info_from_db_job(job: Any) -> JobInfo:
+    """A ``pyslurm.db.Job`` (accounting: a job the controller has purged) -> JobInfo."""
+    state, alias = parse_state(str(job.state))
+    reason = job.state_reason if job.state_reason not in (None, "None") else alias
+    return JobInfo(str(job.id), state, reason=reason, node=job.nodelist or None,
+                   submit_time=_epoch(job.submit_time), start_time=_epoch(job.start_time),
+                   end_time=_epoch(job.end_time) if state.terminal else None,
+                   exit_code=job.exit_code if state.terminal else None,
+                   signal=(job.exit_code_signal or None) if state.terminal else None,
+                   evidence="pyslurm.db")
+
+
 def info_from_job(job: Any) -> JobInfo:
     """A ``pyslurm.Job`` -> JobInfo."""
     state, alias = parse_state(str(job.state))
@@ -68,11 +92,21 @@ def info_from_job(job: Any) -> JobInfo:
 class PySlurm(Scheduler):
     name = "pyslurm"
 
-    def __init__(self, user: Optional[str] = None) -> None:
+    def __init__(self, user: Optional[str] = None, single_load_limit: int = SINGLE_LOAD_LIMIT,
+                 accounting_grace: float = SACCT_GRACE) -> None:
         self.pyslurm = import_pyslurm()
         self.user = user or pwd.getpwuid(os.geteuid()).pw_name
+        self.single_load_limit = single_load_limit
+        self.accounting_grace = accounting_grace
+        self._accounting: Optional[bool] = None
+        self._failing_since: Optional[float] = None
+        self._logged: set[str] = set()
 
-    def _call(self, action: str, fn: Any, *args: Any) -> Any:
+    def describe(self) -> dict:
+        return {**super().describe(), "user": self.user, "accounting": self._accounting}
+
+    def _call(self, action: str, what: str, fn: Any, *args: Any) -> Any:
+        self.count_call(what)
         try:
             return fn(*args)
         except self.pyslurm.RPCError as exc:
@@ -87,28 +121,101 @@ class PySlurm(Scheduler):
             desc = self.pyslurm.JobSubmitDescription(**submit_description(request, script, env))
         except (ValueError, TypeError) as exc:
             raise errors.SubmitRejected(str(exc)) from exc
-        return Job(str(self._call("submit", desc.submit)), request.folder)
+        return Job(str(self._call("submit", "JobSubmitDescription.submit", desc.submit)),
+                   request.folder)
+
+    def _load(self, jobs: Sequence[Job]) -> dict[str, Any]:
+        """The controller's records of ``jobs`` (absent: it does not know them)."""
+        if len(jobs) > self.single_load_limit:
+            loaded = self._call("query", "Jobs.load", self.pyslurm.Jobs.load)
+            return {str(j.id): j for j in loaded.values()}
+        known = {}
+        for job in jobs:
+            self.count_call("Job.load")
+            try:
+                known[job.id] = self.pyslurm.Job.load(int(job.id))
+            except self.pyslurm.RPCError as exc:
+                if "Invalid job id" not in str(exc):
+                    raise _translate("query", str(exc)) from exc
+        return known
 
     def query(self, jobs: Sequence[Job]) -> dict[str, JobInfo]:
         if not jobs:
             return {}
-        loaded = self._call("query", self.pyslurm.Jobs.load)
-        known = {str(j.id): j for j in loaded.values()}
+        known = self._load(jobs)
         answers: dict[str, JobInfo] = {}
+        missing: list[Job] = []
         for job in jobs:
             found = known.get(job.id)
             if found is None:
-                answers[job.id] = exit_file_info(job) or JobInfo(
-                    job.id, JobState.LOST, reason="gone from Slurm, no exit status left",
-                    evidence="none")
+                missing.append(job)
             elif found.user_name != self.user:
                 answers[job.id] = JobInfo(job.id, JobState.LOST,
                                           reason=f"owned by {found.user_name}", evidence="pyslurm")
             else:
-                answers[job.id] = info_from_job(found)
+                try:
+                    answers[job.id] = info_from_job(found)
+                except errors.SchedulerOutputError as exc:   # a state newer than our table
+                    self._log_once(exc.message)
+        answers.update(self._vanished(missing))
         return answers
 
+    def _vanished(self, jobs: list[Job]) -> dict[str, JobInfo]:
+        """Jobs the controller no longer knows: accounting, else the exit file, else LOST. While
+        accounting fails (up to ``accounting_grace`` s in a row) they get no answer: the caller
+        keeps their last state."""
+        if not jobs:
+            return {}
+        found: dict[str, Any] = {}
+        if self._accounting is not False:
+            try:
+                found = self._accounting_records(jobs)
+                self._failing_since = None
+            except Exception as exc:   # RPCError (slurmdbd down...), or no accounting at all
+                if isinstance(exc, AttributeError) or "disabled" in str(exc).lower():
+                    self._accounting = False
+                else:
+                    now = time.monotonic()
+                    self._failing_since = self._failing_since or now
+                    self._log_once(f"accounting query failed: {exc}")
+                    if now - self._failing_since < self.accounting_grace:
+                        return {}
+        answers: dict[str, JobInfo] = {}
+        for job in jobs:
+            record = found.get(job.id)
+            if record is not None:
+                try:
+                    answers[job.id] = (info_from_db_job(record) if record.user_name == self.user
+                                       else JobInfo(job.id, JobState.LOST,
+                                                    reason=f"owned by {record.user_name}",
+                                                    evidence="pyslurm.db"))
+                except errors.SchedulerOutputError as exc:
+                    self._log_once(exc.message)
+                continue
+            answers[job.id] = exit_file_info(job) or JobInfo(
+                job.id, JobState.LOST, reason="gone from Slurm, no exit status left",
+                evidence="none")
+        return answers
+
+    def _accounting_records(self, jobs: list[Job]) -> dict[str, Any]:
+        """One slurmdbd query for the purged jobs, of this user only; per id, the record run in
+        the job's folder (ids restart after a reset of the cluster), else the newest."""
+        self.count_call("db.Jobs.load")
+        db = self.pyslurm.db
+        records = db.Jobs.load(db.JobFilter(ids=[int(j.id) for j in jobs], users=[self.user]))
+        self._accounting = True
+        folders = {j.id: str(j.folder) for j in jobs}
+        chosen: dict[str, Any] = {}
+        for record in records:
+            job_id = str(record.id)
+            previous = chosen.get(job_id)
+            if previous is not None and str(previous.working_directory) == folders.get(job_id):
+                continue        # the record run in our folder is already chosen
+            chosen[job_id] = record
+        return chosen
+
     def cancel(self, job: Job) -> None:
+        self.count_call("Job.cancel")
         try:
             self.pyslurm.Job(int(job.id)).cancel()
         except self.pyslurm.RPCError as exc:
@@ -117,11 +224,16 @@ class PySlurm(Scheduler):
             raise _translate("cancel", str(exc)) from exc
 
     def cancel_named(self, name: str) -> None:
-        loaded = self._call("query", self.pyslurm.Jobs.load)
+        loaded = self._call("query", "Jobs.load", self.pyslurm.Jobs.load)
         for found in loaded.values():
             if found.name == name and found.user_name == self.user \
                     and not parse_state(str(found.state))[0].terminal:
                 self.cancel(Job(str(found.id), Path(str(found.working_directory or "."))))
+
+    def _log_once(self, message: str) -> None:
+        if message not in self._logged:
+            self._logged.add(message)
+            log.warning("pyslurm: %s; the job keeps its last known state", message)
 
 
 def _translate(action: str, message: str) -> errors.SchedulerError:

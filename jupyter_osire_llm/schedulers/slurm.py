@@ -3,30 +3,46 @@
 Command building and output parsing are module-level pure functions, tested on recorded output
 (``tests/data/slurm/``). One ``squeue`` call answers a whole query cycle; the extra calls are rare:
 ``scontrol show job`` once for a job that ended without leaving its exit file, ``sacct`` for jobs
-already purged from the controller (only when accounting exists, detected once).
+already purged from the controller (only when accounting exists, detected once). ``squeue`` asks
+for this user's jobs only (``--user``: the controller then sends only those, not its whole table).
 
-Jobs of other users are never reported as ours: squeue's user column is checked and a foreign job
-is answered as LOST with the reason "owned by <user>".
+Every command runs with a controlled environment (``command_environment``): a user's
+``SLURM_TIME_FORMAT``, ``SQUEUE_*`` or an enclosing job's ``SLURM_*`` never change what we read.
+A line we cannot parse (an unknown state of a newer Slurm) costs only that job's answer this
+cycle, logged once; a failing ``sacct`` costs only the answers of purged jobs, for a while.
+
+Jobs of other users are never reported as ours: the user column is checked and a foreign job is
+answered as LOST with the reason "owned by <user>".
 """
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import re
+import shutil
 import subprocess
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from .. import errors
 from .base import (OUTPUT_FILE, SCRIPT_FILE, Job, JobInfo, JobRequest, JobState, Resources,
-                   Scheduler, exit_file_info, job_environment, with_exit_trap)
+                   Scheduler, command_environment, exit_file_info, job_environment,
+                   with_exit_trap)
+
+log = logging.getLogger(__name__)
 
 #: squeue fields, in order: id, state, reason, nodes, submit, start (estimated when pending),
 #: end, user. None of them can contain "|".
 SQUEUE_FORMAT = "%i|%T|%r|%N|%V|%S|%e|%u"
-SACCT_FIELDS = "JobID,State,ExitCode,NodeList,Submit,Start,End,User,Reason"
+#: WorkDir last (a path may contain "|"): it tells a job from an older one with the same id
+#: (ids restart when a cluster's state is reset; accounting keeps both).
+SACCT_FIELDS = "JobID,State,ExitCode,NodeList,Submit,Start,End,User,Reason,WorkDir"
+#: Seconds a failing sacct may keep purged jobs unanswered before the exit file decides alone.
+SACCT_GRACE = 120.0
 
 _STATES = {s.value: s for s in JobState if s is not JobState.LOST}
 #: Rarer Slurm states, mapped onto ours (the original name becomes the reason).
@@ -37,6 +53,7 @@ _STATE_ALIASES = {
     "STOPPED": JobState.PENDING, "RESIZING": JobState.RUNNING, "SIGNALING": JobState.COMPLETING,
     "STAGE_OUT": JobState.COMPLETING, "PREEMPTED": JobState.CANCELLED,
     "REVOKED": JobState.CANCELLED, "BOOT_FAIL": JobState.NODE_FAIL, "DEADLINE": JobState.TIMEOUT,
+    "RESV_DEL_HOLD": JobState.PENDING, "POWER_UP_NODE": JobState.PENDING,
 }
 _UNAVAILABLE = ("Unable to contact slurm controller", "Connection refused",
                 "Socket timed out", "Zero Bytes were transmitted", "Slurm backup controller in standby")
@@ -79,9 +96,12 @@ def resource_options(res: Resources) -> list[str]:
     return opts
 
 
-def squeue_command(job_ids: Sequence[str]) -> list[str]:
-    return ["squeue", "--noheader", "--states=all", f"--jobs={','.join(job_ids)}",
+def squeue_command(job_ids: Sequence[str], user: Optional[str] = None) -> list[str]:
+    """One squeue for many jobs. With ``user`` the controller sends only that user's jobs
+    (slurm_load_job_user) instead of its whole job table; other users' jobs then look purged."""
+    argv = ["squeue", "--noheader", "--states=all", f"--jobs={','.join(job_ids)}",
             f"--format={SQUEUE_FORMAT}"]
+    return argv + ([f"--user={user}"] if user else [])
 
 
 def sacct_command(job_ids: Sequence[str]) -> list[str]:
@@ -135,25 +155,61 @@ def _reason(text: str) -> Optional[str]:
     return None if text in ("", "None", "(null)") else text
 
 
-def parse_squeue(stdout: str) -> dict[str, tuple[str, JobInfo]]:
-    """squeue lines in ``SQUEUE_FORMAT`` -> {job id: (user, JobInfo)}."""
-    out: dict[str, tuple[str, JobInfo]] = {}
+@dataclass
+class Parsed:
+    """A listing (squeue, sacct) as far as it could be read: the jobs whose line parsed, and what
+    did not. ``unreadable`` holds the ids of jobs whose line is there but not understood;
+    ``anonymous`` says a line could not even be attributed to a job id (any job missing from
+    ``jobs`` may then be that one)."""
+
+    jobs: dict[str, tuple[str, JobInfo]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    unreadable: set[str] = field(default_factory=set)
+    anonymous: bool = False
+
+    def problem(self, line: str, message: str) -> None:
+        self.problems.append(message)
+        first = line.split("|", 1)[0].strip()
+        if _JOB_ID.fullmatch(first):
+            self.unreadable.add(first)
+        else:
+            self.anonymous = True
+
+
+_JOB_ID = re.compile(r"\d+")
+
+
+def parse_squeue_line(line: str) -> tuple[str, str, JobInfo]:
+    """One squeue line in ``SQUEUE_FORMAT`` -> (job id, user, JobInfo)."""
+    fields = line.split("|")
+    if len(fields) != 8 or not _JOB_ID.fullmatch(fields[0].strip()):
+        raise errors.SchedulerOutputError(f"unexpected squeue line {line!r}")
+    job_id, state_s, reason, node, submit, start, end, user = (f.strip() for f in fields)
+    state, alias = parse_state(state_s)
+    started = parse_time(start)
+    pending = state is JobState.PENDING
+    return job_id, user, JobInfo(
+        job_id, state, reason=_reason(reason) or alias, node=node or None,
+        submit_time=parse_time(submit), start_time=None if pending else started,
+        end_time=parse_time(end) if state.terminal else None,
+        estimated_start=started if pending else None, evidence="squeue")
+
+
+def parse_squeue(stdout: str) -> Parsed:
+    """squeue output in ``SQUEUE_FORMAT`` -> Parsed {job id: (user, JobInfo)}. Each line on its
+    own: one bad line costs only its own job."""
+    parsed = Parsed()
     for line in stdout.splitlines():
         if not line.strip():
             continue
-        fields = line.split("|")
-        if len(fields) != 8 or not fields[0].strip():
-            raise errors.SchedulerOutputError(f"unexpected squeue line {line!r}")
-        job_id, state_s, reason, node, submit, start, end, user = (f.strip() for f in fields)
-        state, alias = parse_state(state_s)
-        started = parse_time(start)
-        pending = state is JobState.PENDING
-        out[job_id] = (user, JobInfo(
-            job_id, state, reason=_reason(reason) or alias, node=node or None,
-            submit_time=parse_time(submit), start_time=None if pending else started,
-            end_time=parse_time(end) if state.terminal else None,
-            estimated_start=started if pending else None, evidence="squeue"))
-    return out
+        try:
+            job_id, user, info = parse_squeue_line(line)
+        except errors.SchedulerOutputError as exc:
+            parsed.problem(line, exc.message)
+            continue
+        parsed.jobs[job_id] = (user, info)
+    parsed.unreadable -= parsed.jobs.keys()
+    return parsed
 
 
 def parse_scontrol_line(line: str) -> dict[str, str]:
@@ -181,25 +237,45 @@ def parse_scontrol_job(stdout: str) -> JobInfo:
                    exit_code=status, signal=sig, evidence="scontrol")
 
 
-def parse_sacct(stdout: str) -> dict[str, tuple[str, JobInfo]]:
-    """``sacct -P -X`` lines in ``SACCT_FIELDS`` order -> {job id: (user, JobInfo)}."""
-    out: dict[str, tuple[str, JobInfo]] = {}
+def parse_sacct_line(line: str) -> tuple[str, str, JobInfo, str]:
+    """One ``sacct -P -X`` line in ``SACCT_FIELDS`` order -> (job id, user, JobInfo, work dir)."""
+    fields = line.split("|", 9)
+    if len(fields) != 10 or not _JOB_ID.fullmatch(fields[0].strip()):
+        raise errors.SchedulerOutputError(f"unexpected sacct line {line!r}")
+    job_id, state_s, code, node, submit, start, end, user, reason, workdir = fields
+    state, alias = parse_state(state_s)
+    status, sig = parse_exit_code(code)
+    node = node.strip()
+    return job_id.strip(), user.strip(), JobInfo(
+        job_id.strip(), state, reason=_reason(reason) or alias,
+        node=None if node in ("", "None assigned") else node,
+        submit_time=parse_time(submit), start_time=parse_time(start),
+        end_time=parse_time(end), exit_code=status, signal=sig, evidence="sacct"), workdir
+
+
+def parse_sacct(stdout: str, folders: Optional[Mapping[str, str]] = None) -> Parsed:
+    """``sacct -P -X`` output -> Parsed {job id: (user, JobInfo)}, each line on its own.
+
+    One id may have several records (ids restart after a cluster's state is reset; accounting
+    keeps them all): the one run in ``folders[id]`` wins, else the newest (sacct's last line)."""
+    folders = folders or {}
+    parsed = Parsed()
+    settled: set[str] = set()
     for line in stdout.splitlines():
         if not line.strip():
             continue
-        fields = line.split("|")
-        if len(fields) != 9:
-            raise errors.SchedulerOutputError(f"unexpected sacct line {line!r}")
-        job_id, state_s, code, node, submit, start, end, user, reason = fields
-        state, alias = parse_state(state_s)
-        status, sig = parse_exit_code(code)
-        node = node.strip()
-        out[job_id.strip()] = (user.strip(), JobInfo(
-            job_id.strip(), state, reason=_reason(reason) or alias,
-            node=None if node in ("", "None assigned") else node,
-            submit_time=parse_time(submit), start_time=parse_time(start),
-            end_time=parse_time(end), exit_code=status, signal=sig, evidence="sacct"))
-    return out
+        try:
+            job_id, user, info, workdir = parse_sacct_line(line)
+        except errors.SchedulerOutputError as exc:
+            parsed.problem(line, exc.message)
+            continue
+        if job_id in settled:
+            continue
+        parsed.jobs[job_id] = (user, info)
+        if folders.get(job_id) == workdir.strip():
+            settled.add(job_id)
+    parsed.unreadable -= parsed.jobs.keys()
+    return parsed
 
 
 def classify_failure(result: Completed, action: str) -> errors.SchedulerError:
@@ -227,20 +303,27 @@ def _with_exit_details(info: JobInfo, detail: JobInfo) -> JobInfo:
 class SlurmCLI(Scheduler):
     name = "slurm"
 
-    def __init__(self, command_timeout: float = 15.0, user: Optional[str] = None) -> None:
+    def __init__(self, command_timeout: float = 15.0, user: Optional[str] = None,
+                 sacct_grace: float = SACCT_GRACE) -> None:
         self.command_timeout = command_timeout
         self.user = user or pwd.getpwuid(os.geteuid()).pw_name
+        self.sacct_grace = sacct_grace
         self._accounting: Optional[bool] = None       # detected on first need
         self._exit_codes: dict[str, JobInfo] = {}     # finished jobs: their exit details
+        self._sacct_failing_since: Optional[float] = None
+        self._logged: set[str] = set()                # problems already logged once
 
     def describe(self) -> dict:
-        return {"name": self.name, "user": self.user, "accounting": self._accounting}
+        return {**super().describe(), "user": self.user, "accounting": self._accounting}
 
     # -- running commands
 
     def _run(self, argv: list[str], action: str, env: Optional[dict[str, str]] = None) -> Completed:
+        """Run one Slurm command, with a controlled environment unless ``env`` is given."""
+        self.count_call(argv[0])
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, env=env,
+            proc = subprocess.run(argv, capture_output=True, text=True,
+                                  env=env if env is not None else command_environment(os.environ),
                                   timeout=self.command_timeout, stdin=subprocess.DEVNULL)
         except FileNotFoundError as exc:
             raise errors.SchedulerUnavailable(f"{argv[0]} is not installed or not on PATH") from exc
@@ -250,9 +333,10 @@ class SlurmCLI(Scheduler):
 
     def _timeout_error(self, action: str) -> errors.SchedulerError:
         """A timed-out command: ask ``scontrol ping`` (answers at once) whether slurmctld is down."""
+        self.count_call("scontrol")
         try:
             ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=5,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, env=command_environment(os.environ))
             if "DOWN" in ping.stdout:
                 return errors.SchedulerUnavailable(
                     f"Slurm controller is down ({action} gave no answer in "
@@ -260,6 +344,14 @@ class SlurmCLI(Scheduler):
         except (OSError, subprocess.TimeoutExpired):
             pass
         return errors.SchedulerTimeout(f"{action} gave no answer in {self.command_timeout:g} s")
+
+    def _log_once(self, command: str, problems: Sequence[str]) -> None:
+        for problem in problems:
+            if problem not in self._logged:
+                if len(self._logged) > 1000:
+                    self._logged.clear()
+                self._logged.add(problem)
+                log.warning("%s: %s; that job keeps its last known state", command, problem)
 
     # -- the interface
 
@@ -277,24 +369,26 @@ class SlurmCLI(Scheduler):
     def query(self, jobs: Sequence[Job]) -> dict[str, JobInfo]:
         if not jobs:
             return {}
-        result = self._run(squeue_command([j.id for j in jobs]), "squeue")
+        result = self._run(squeue_command([j.id for j in jobs], self.user), "squeue")
         if result.returncode != 0:
             # One unknown id alone makes squeue fail; several unknown ids give empty output.
             if "Invalid job id specified" not in result.message:
                 raise classify_failure(result, "squeue")
-            seen: dict[str, tuple[str, JobInfo]] = {}
+            seen = Parsed()
         else:
             seen = parse_squeue(result.stdout)
+        self._log_once("squeue", seen.problems)
         answers: dict[str, JobInfo] = {}
         missing: list[Job] = []
         for job in jobs:
-            if job.id not in seen:
+            if job.id in seen.jobs:
+                user, info = seen.jobs[job.id]
+                answers[job.id] = (self._with_exit_code(job, info) if user == self.user
+                                   else _foreign(job.id, user, "squeue"))
+            elif job.id not in seen.unreadable:
                 missing.append(job)
-                continue
-            user, info = seen[job.id]
-            answers[job.id] = (self._with_exit_code(job, info) if user == self.user
-                               else _foreign(job.id, user, "squeue"))
-        answers.update(self._vanished(missing))
+        if not seen.anonymous:   # else a line we could not attribute may be any missing job's
+            answers.update(self._vanished(missing))
         return answers
 
     def cancel(self, job: Job) -> None:
@@ -322,39 +416,56 @@ class SlurmCLI(Scheduler):
             result = self._run(["scontrol", "show", "job", "-o", job.id], "scontrol")
             if result.returncode != 0:
                 return info  # purged meanwhile: the exit code stays unknown
-            detail = parse_scontrol_job(result.stdout)
+            try:
+                detail = parse_scontrol_job(result.stdout)
+            except errors.SchedulerOutputError as exc:
+                self._log_once("scontrol", [exc.message])
+                return info
         self._exit_codes[job.id] = detail
         return _with_exit_details(info, detail)
 
     def _vanished(self, jobs: list[Job]) -> dict[str, JobInfo]:
-        """Jobs the controller no longer knows: accounting, else the exit file, else LOST."""
+        """Jobs the controller no longer knows: accounting, else the exit file, else LOST.
+
+        Jobs whose accounting answer is missing this time (sacct failed, or printed a line we
+        cannot read) get no answer, for up to ``sacct_grace`` seconds of failures in a row; then
+        the exit file decides as if there were no accounting."""
         if not jobs:
             return {}
-        found = self._sacct(jobs) if self._accounting is not False else {}
+        found, unsure = Parsed(), False
+        if self._accounting is not False:
+            try:
+                found = self._sacct(jobs)
+                self._sacct_failing_since = None
+            except errors.SchedulerError as exc:
+                now = time.monotonic()
+                self._sacct_failing_since = self._sacct_failing_since or now
+                unsure = now - self._sacct_failing_since < self.sacct_grace
+                self._log_once("sacct", [exc.message])
+            self._log_once("sacct", found.problems)
         answers: dict[str, JobInfo] = {}
         for job in jobs:
-            if job.id in found:
-                user, info = found[job.id]
+            if job.id in found.jobs:
+                user, info = found.jobs[job.id]
                 answers[job.id] = info if user == self.user else _foreign(job.id, user, "sacct")
-            else:
+            elif not (unsure or found.anonymous or job.id in found.unreadable):
                 answers[job.id] = exit_file_info(job) or JobInfo(
                     job.id, JobState.LOST, reason="gone from Slurm, no exit status left",
                     evidence="none")
         return answers
 
-    def _sacct(self, jobs: list[Job]) -> dict[str, tuple[str, JobInfo]]:
-        try:
-            result = self._run(sacct_command([j.id for j in jobs]), "sacct")
-        except errors.SchedulerUnavailable:
+    def _sacct(self, jobs: list[Job]) -> Parsed:
+        if shutil.which("sacct", path=command_environment(os.environ).get("PATH")) is None:
             self._accounting = False     # no sacct binary
-            return {}
+            return Parsed()
+        result = self._run(sacct_command([j.id for j in jobs]), "sacct")
         if result.returncode != 0:
             if "accounting storage is disabled" in result.message.lower():
                 self._accounting = False
-                return {}
+                return Parsed()
             raise classify_failure(result, "sacct")
         self._accounting = True
-        return parse_sacct(result.stdout)
+        return parse_sacct(result.stdout, {j.id: str(j.folder) for j in jobs})
 
 
 def _foreign(job_id: str, owner: str, evidence: str) -> JobInfo:

@@ -99,3 +99,109 @@ def test_pyslurm_info_failed():
     assert (info.state, info.exit_code, info.node, info.end_time) == (JobState.FAILED, 3, "gpu01",
                                                                       300.0)
     assert info.evidence == "pyslurm"
+
+
+# ---------------------------------------------------------------- pyslurm query strategy (fake)
+
+class _RPCError(Exception):
+    pass
+
+
+def _fake_pyslurm(live: dict, db_records: list, db_error: Exception | None = None):
+    """A stand-in for pyslurm 25.11's Job.load / Jobs.load / db.Jobs.load (pyslurm cannot be
+    built here: it needs Slurm 25.11), recording what was asked."""
+    asked: dict = {"Job.load": [], "Jobs.load": 0, "db": []}
+
+    def job_load(job_id):
+        asked["Job.load"].append(job_id)
+        if job_id not in live:
+            raise _RPCError("Invalid job id specified")
+        return live[job_id]
+
+    def jobs_load():
+        asked["Jobs.load"] += 1
+        return dict(live)
+
+    def db_jobs_load(db_filter):
+        asked["db"].append(db_filter)
+        if db_error:
+            raise db_error
+        return [r for r in db_records if r.id in db_filter.ids]
+
+    fake = SimpleNamespace(
+        RPCError=_RPCError,
+        Job=SimpleNamespace(load=job_load), Jobs=SimpleNamespace(load=jobs_load),
+        db=SimpleNamespace(Jobs=SimpleNamespace(load=db_jobs_load),
+                           JobFilter=lambda **kw: SimpleNamespace(**kw)))
+    return fake, asked
+
+
+def _pyslurm(monkeypatch, fake, **kw):
+    from jupyter_osire_llm.schedulers import pyslurm_backend
+    monkeypatch.setattr(pyslurm_backend, "import_pyslurm", lambda: fake)
+    return pyslurm_backend.PySlurm(user="alice", **kw)
+
+
+def _db_job(**kw):
+    base = dict(id=5, state="FAILED", state_reason="NonZeroExitCode", nodelist="gpu01",
+                submit_time=100, start_time=110, end_time=200, exit_code=3, exit_code_signal=0,
+                user_name="alice", working_directory="/jobs/5")
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_pyslurm_loads_few_jobs_one_by_one_never_the_whole_table(monkeypatch, tmp_path):
+    from jupyter_osire_llm.schedulers.base import Job
+    live = {1: _pyslurm_job(id=1, user_name="alice"), 2: _pyslurm_job(id=2, user_name="bob")}
+    fake, asked = _fake_pyslurm(live, [])
+    sched = _pyslurm(monkeypatch, fake)
+    answers = sched.query([Job("1", tmp_path), Job("2", tmp_path)])
+    assert answers["1"].state is JobState.PENDING
+    assert (answers["2"].state, answers["2"].reason) == (JobState.LOST, "owned by bob")
+    assert asked["Job.load"] == [1, 2] and asked["Jobs.load"] == 0
+    assert sched.calls == {"Job.load": 2}
+
+
+def test_pyslurm_many_jobs_one_table_load(monkeypatch, tmp_path):
+    from jupyter_osire_llm.schedulers.base import Job
+    live = {i: _pyslurm_job(id=i, user_name="alice") for i in range(1, 21)}
+    fake, asked = _fake_pyslurm(live, [])
+    sched = _pyslurm(monkeypatch, fake, single_load_limit=8)
+    answers = sched.query([Job(str(i), tmp_path) for i in range(1, 21)])
+    assert len(answers) == 20 and asked["Job.load"] == [] and sched.calls == {"Jobs.load": 1}
+
+
+def test_pyslurm_purged_job_from_accounting_of_this_user_only(monkeypatch, tmp_path):
+    from jupyter_osire_llm.schedulers.base import Job
+    records = [_db_job(state="COMPLETED", working_directory="/elsewhere"), _db_job()]
+    fake, asked = _fake_pyslurm({}, records)
+    sched = _pyslurm(monkeypatch, fake)
+    info = sched.query([Job("5", tmp_path / "5")])["5"]
+    assert (info.state, info.exit_code, info.evidence) == (JobState.FAILED, 3, "pyslurm.db")
+    assert asked["db"][0].ids == [5] and asked["db"][0].users == ["alice"]
+    # two records for id 5 (ids restart after a reset): the one run in the job's folder wins
+    records[0].working_directory, records[1].working_directory = str(tmp_path / "5"), "/old"
+    assert sched.query([Job("5", tmp_path / "5")])["5"].state is JobState.COMPLETED
+    assert sched.calls == {"Job.load": 2, "db.Jobs.load": 2}
+
+
+def test_pyslurm_failing_accounting_keeps_the_last_state_for_a_while(monkeypatch, tmp_path):
+    from jupyter_osire_llm.schedulers.base import Job
+    (tmp_path / "5").mkdir()
+    (tmp_path / "5" / "exit_status").write_text("0\n")
+    live = {1: _pyslurm_job(id=1, user_name="alice", state="FROBNICATED")}
+    fake, _ = _fake_pyslurm(live, [], db_error=_RPCError("Connection refused"))
+    sched = _pyslurm(monkeypatch, fake)
+    assert sched.query([Job("1", tmp_path), Job("5", tmp_path / "5")]) == {}
+    sched.accounting_grace = 0
+    info = sched.query([Job("5", tmp_path / "5")])["5"]
+    assert (info.state, info.evidence) == (JobState.COMPLETED, "exit-file")
+
+
+def test_pyslurm_without_accounting_uses_the_exit_file(monkeypatch, tmp_path):
+    from jupyter_osire_llm.schedulers.base import Job
+    fake, asked = _fake_pyslurm({}, [], db_error=_RPCError("Slurm accounting storage is disabled"))
+    sched = _pyslurm(monkeypatch, fake)
+    assert sched.query([Job("5", tmp_path)])["5"].state is JobState.LOST
+    sched.query([Job("5", tmp_path)])
+    assert len(asked["db"]) == 1 and sched.describe()["accounting"] is False

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from jupyter_osire_llm import errors
-from jupyter_osire_llm.schedulers.base import JobRequest, JobState, Resources, job_environment
+from jupyter_osire_llm.schedulers.base import (JobRequest, JobState, Resources,
+                                               command_environment, job_environment)
 from jupyter_osire_llm.schedulers.slurm import (Completed, classify_failure, parse_exit_code,
                                                 parse_sacct, parse_sbatch, parse_scontrol_job,
                                                 parse_squeue, parse_state, parse_time,
@@ -35,39 +36,63 @@ def t(text: str) -> float:
     ("squeue_later.txt", "8", JobState.TIMEOUT, "TimeLimit", "vm", None),
 ])
 def test_parse_squeue_states(name, job_id, state, reason, node, exit_code):
-    user, info = parse_squeue(recorded(name))[job_id]
+    user, info = parse_squeue(recorded(name)).jobs[job_id]
     assert user == "root"
     assert (info.state, info.reason, info.node, info.exit_code) == (state, reason, node, exit_code)
     assert info.evidence == "squeue"
 
 
 def test_squeue_pending_has_estimated_start_not_start():
-    _, info = parse_squeue(recorded("squeue_mixed.txt"))["9"]
+    _, info = parse_squeue(recorded("squeue_mixed.txt")).jobs["9"]
     assert info.estimated_start == t("2026-11-23T05:14:20")
     assert info.start_time is None and info.end_time is None
 
 
 def test_squeue_running_end_is_not_reported():
     # squeue's %e of a running job is the expected end (start + limit), not an end
-    _, info = parse_squeue(recorded("squeue_mixed.txt"))["7"]
+    _, info = parse_squeue(recorded("squeue_mixed.txt")).jobs["7"]
     assert info.start_time == t("2026-11-23T05:09:20") and info.end_time is None
 
 
 def test_squeue_never_started_has_no_estimate():
-    _, info = parse_squeue(recorded("squeue_mixed.txt"))["10"]
+    _, info = parse_squeue(recorded("squeue_mixed.txt")).jobs["10"]
     assert info.estimated_start is None
 
 
 def test_squeue_timeout_end_time():
-    _, info = parse_squeue(recorded("squeue_later.txt"))["8"]
+    _, info = parse_squeue(recorded("squeue_later.txt")).jobs["8"]
     assert info.end_time - info.start_time == 65
 
 
-@pytest.mark.parametrize("line", ["garbage", "1|RUNNING|None", "1|EXPLODED|None||N/A|N/A|N/A|u",
-                                  "1|RUNNING|None||yesterday|N/A|N/A|u"])
-def test_parse_squeue_rejects_unparsable(line):
-    with pytest.raises(errors.SchedulerOutputError):
-        parse_squeue(line + "\n")
+@pytest.mark.parametrize("line, unreadable, anonymous", [
+    ("garbage", set(), True), ("1|RUNNING|None", {"1"}, False),
+    ("1|EXPLODED|None||N/A|N/A|N/A|u", {"1"}, False),
+    ("1|RUNNING|None||yesterday|N/A|N/A|u", {"1"}, False),
+    ("1|RUNNING|None||5 minutes ago|N/A|N/A|u", {"1"}, False),   # SLURM_TIME_FORMAT=relative
+])
+def test_parse_squeue_reports_unparsable_lines(line, unreadable, anonymous):
+    parsed = parse_squeue(line + "\n")
+    assert parsed.jobs == {} and len(parsed.problems) == 1
+    assert (parsed.unreadable, parsed.anonymous) == (unreadable, anonymous)
+
+
+def test_one_unknown_state_costs_only_its_own_job():
+    """A state of a newer Slurm (or a garbled line) must not discard the good answers."""
+    good = recorded("squeue_mixed.txt")
+    lines = good.splitlines()
+    odd = lines[2].split("|")
+    odd[1] = "FROBNICATED"
+    text = "\n".join(lines[:2] + ["|".join(odd)] + lines[3:] + ["CLUSTER: osire"]) + "\n"
+    parsed = parse_squeue(text)
+    assert parsed.unreadable == {odd[0]} and parsed.anonymous
+    assert set(parsed.jobs) == set(parse_squeue(good).jobs) - {odd[0]}
+    assert "FROBNICATED" in parsed.problems[0]
+
+
+def test_newer_hold_states_are_pending():
+    _, info = parse_squeue("3|RESV_DEL_HOLD|ReservationDeleted||2026-01-01T10:00:00|N/A|N/A|u\n"
+                           ).jobs["3"]
+    assert (info.state, info.reason) == (JobState.PENDING, "ReservationDeleted")
 
 
 @pytest.mark.parametrize("name, state, exit_code, signal, reason", [
@@ -131,15 +156,41 @@ def test_sacct_disabled_message_recorded():
     assert "accounting storage is disabled" in recorded("sacct_disabled.txt").lower()
 
 
+SACCT_12 = ("12|CANCELLED by 1000|0:15|gpu01|2026-01-01T10:00:00|2026-01-01T10:00:05|"
+            "2026-01-01T10:09:00|alice|None|/home/alice/.osire/jobs/a\n")
+SACCT_13 = ("13|FAILED|3:0|gpu02|2026-01-01T10:00:00|2026-01-01T10:00:05|"
+            "2026-01-01T10:00:09|alice|NonZeroExitCode|/home/alice/.osire/jobs/b\n")
+
+
 def test_parse_sacct_documented_format():
-    # Hand-written in sacct's documented --parsable2 shape: no slurmdbd here to record from.
-    out = parse_sacct("12|CANCELLED by 1000|0:15|gpu01|2026-01-01T10:00:00|2026-01-01T10:00:05|"
-                      "2026-01-01T10:09:00|alice|None\n"
-                      "13|FAILED|3:0|gpu02|2026-01-01T10:00:00|2026-01-01T10:00:05|"
-                      "2026-01-01T10:00:09|alice|NonZeroExitCode\n")
+    # Hand-written in sacct's documented --parsable2 shape (real output: sacct_accounting.txt).
+    out = parse_sacct(SACCT_12 + SACCT_13).jobs
     assert out["12"][1].state is JobState.CANCELLED and out["12"][1].signal == 15
     assert out["13"][1].exit_code == 3 and out["13"][0] == "alice"
     assert out["13"][1].evidence == "sacct"
+
+
+def test_parse_sacct_keeps_good_lines_and_reports_bad_ones():
+    parsed = parse_sacct(SACCT_12 + SACCT_13.replace("FAILED", "FROBNICATED")
+                         + "sacct: error: something\n")
+    assert set(parsed.jobs) == {"12"} and parsed.unreadable == {"13"} and parsed.anonymous
+    assert len(parsed.problems) == 2
+
+
+def test_parse_sacct_workdir_may_contain_the_separator():
+    parsed = parse_sacct(SACCT_12.replace("/jobs/a", "/jobs/a|b"),
+                         {"12": "/home/alice/.osire/jobs/a|b"})
+    assert parsed.jobs["12"][1].state is JobState.CANCELLED
+
+
+def test_parse_sacct_reused_id_prefers_the_job_run_in_our_folder():
+    """Ids restart when a cluster's state is reset; accounting keeps every record."""
+    ours = SACCT_13.replace("13|", "12|", 1).replace("/jobs/b", "/jobs/a")
+    other = SACCT_12.replace("/jobs/a", "/elsewhere")
+    for text in (ours + other, other + ours):
+        parsed = parse_sacct(text, {"12": "/home/alice/.osire/jobs/a"})
+        assert parsed.jobs["12"][1].state is JobState.FAILED
+    assert parse_sacct(ours + other).jobs["12"][1].state is JobState.CANCELLED   # newest
 
 
 @pytest.mark.parametrize("text, state, reason", [
@@ -177,15 +228,36 @@ def test_sbatch_command(tmp_path):
 
 
 def test_squeue_command_one_call_for_many():
-    argv = squeue_command([str(i) for i in range(1, 21)])
+    argv = squeue_command([str(i) for i in range(1, 21)], "alice")
     assert argv[0] == "squeue" and "--states=all" in argv
     assert "--jobs=" + ",".join(str(i) for i in range(1, 21)) in argv
+    assert "--user=alice" in argv   # the controller sends this user's jobs, not its whole table
 
 
-def test_job_environment_drops_server_credentials():
-    env = job_environment({"PATH": "/bin", "JUPYTERHUB_API_TOKEN": "s", "JPY_API_TOKEN": "s",
-                           "JUPYTER_TOKEN": "s"}, {"OSIRE_MODEL": "m"})
-    assert env == {"PATH": "/bin", "OSIRE_MODEL": "m"}
+SERVER_ENV = {
+    "PATH": "/bin", "HOME": "/home/u", "LANG": "C.UTF-8", "LC_TIME": "de_DE.UTF-8",
+    "SLURM_CONF": "/etc/slurm/slurm.conf", "LD_LIBRARY_PATH": "/opt/slurm/lib", "HF_HOME": "/h",
+    # the server's credentials
+    "JUPYTERHUB_API_TOKEN": "s", "JUPYTERHUB_API_URL": "s", "JPY_API_TOKEN": "s",
+    "JUPYTER_TOKEN": "s", "JUPYTER_SERVER_URL": "s", "OSIRE_TOKEN": "s", "OSIRE_URL": "s",
+    "OSIRE_API_KEY": "s", "password": "s",
+    # an enclosing job (Open OnDemand) and the user's Slurm preferences
+    "SLURM_JOB_ID": "77", "SLURM_JOBID": "77", "SLURM_MEM_PER_NODE": "4000",
+    "SLURM_CPUS_ON_NODE": "4", "SLURM_TIME_FORMAT": "relative", "SLURM_CLUSTERS": "other",
+    "SBATCH_PARTITION": "debug", "SBATCH_TIMELIMIT": "1", "SBATCH_EXPORT": "NONE",
+    "SQUEUE_USERS": "nobody", "SQUEUE_FORMAT": "%i", "SACCT_FORMAT": "JobID",
+    "SCONTROL_ALL": "1", "SALLOC_PARTITION": "p", "SRUN_CPUS_PER_TASK": "4", "PMI_RANK": "0",
+}
+KEPT = {"PATH", "HOME", "LANG", "LC_TIME", "SLURM_CONF", "LD_LIBRARY_PATH", "HF_HOME"}
+
+
+def test_job_environment_drops_server_credentials_and_slurm_inputs():
+    env = job_environment(SERVER_ENV, {"OSIRE_MODEL": "m"})
+    assert env == {**{k: SERVER_ENV[k] for k in KEPT}, "OSIRE_MODEL": "m"}
+
+
+def test_command_environment_keeps_what_slurm_needs_only():
+    assert set(command_environment(SERVER_ENV)) == KEPT
 
 
 @pytest.mark.parametrize("name", ["SBATCH_TIMELIMIT", "SLURM_CONF", "A-B", "1X", ""])

@@ -26,3 +26,31 @@ def test_missing_catalog_file_leaves_an_empty_catalog_with_the_reason(tmp_path):
     app = OsireLLM(catalog=str(tmp_path / "nope.yaml"))
     catalog = app._load_catalog()
     assert catalog.models == {} and "cannot read" in catalog.problems[0]
+
+
+@pytest.mark.parametrize("trait", ["job_root", "db_path"])
+def test_paths_with_tilde_are_expanded(trait, monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    app = OsireLLM(**{trait: "~/osire/x"})
+    assert getattr(app, trait) == str(tmp_path / "osire" / "x")
+
+
+@pytest.mark.parametrize("trait", ["job_root", "db_path"])
+def test_relative_paths_are_made_absolute_at_start_up(trait, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    app = OsireLLM(**{trait: "state/x"})
+    monkeypatch.chdir("/")
+    assert getattr(app, trait) == str(tmp_path / "state" / "x")
+
+
+@pytest.mark.parametrize("trait", ["job_root", "db_path"])
+@pytest.mark.parametrize("value", ["", "  ", "~no-such-user-osire/x"])
+def test_unusable_paths_are_refused_naming_the_trait(trait, value):
+    with pytest.raises(TraitError) as err:
+        OsireLLM(**{trait: value})
+    assert f"OsireLLM.{trait}" in str(err.value)
+
+
+def test_default_paths_are_absolute():
+    app = OsireLLM()
+    assert app.job_root.startswith("/") and app.db_path.startswith("/")
