@@ -73,10 +73,20 @@ class WaitTimeout(OsireError):
     type = "timeout"
     code = "wait_timeout"
 
+    def __init__(self, message: str, *, deployment: Optional[dict[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.deployment = deployment or {}
+
 
 class DeploymentFailed(OsireError):
     type = "deployment_error"
     code = "deployment_failed"
+
+    def __init__(self, message: str, *, deployment: Optional[dict[str, Any]] = None,
+                 log_tail: str = "") -> None:
+        super().__init__(message)
+        self.deployment = deployment or {}
+        self.log_tail = log_tail
 
 
 # -- discovery ----------------------------------------------------------------------------------
@@ -466,15 +476,13 @@ class OsireClient:
                 return d
             if d["state"] in TERMINAL_STATES:
                 tail = "\n".join(r["log_tail"] for r in d.get("replicas", []) if r.get("log_tail"))
-                exc = DeploymentFailed(f"{d['model']} ({d['id']}) {d['state']}: "
-                                       f"{d.get('reason') or 'no reason given'}")
-                exc.deployment, exc.log_tail = d, tail
-                raise exc
+                raise DeploymentFailed(f"{d['model']} ({d['id']}) {d['state']}: "
+                                       f"{d.get('reason') or 'no reason given'}",
+                                       deployment=d, log_tail=tail)
             if deadline is not None and time.monotonic() >= deadline:
-                exc2 = WaitTimeout(f"{d['model']} ({d['id']}) still {d['state']} after "
-                                   f"{timeout:g} s; it keeps going (stop it with: stop {d['id']})")
-                exc2.deployment = d
-                raise exc2
+                raise WaitTimeout(f"{d['model']} ({d['id']}) still {d['state']} after "
+                                  f"{timeout:g} s; it keeps going (stop it with: stop {d['id']})",
+                                  deployment=d)
             pause = interval if deadline is None else max(0.0, min(interval,
                                                                    deadline - time.monotonic()))
             time.sleep(pause)

@@ -26,7 +26,7 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, Optional, TextIO
 
 from . import errors
 from ._client import (AuthenticationFailed, DeploymentFailed, OsireClient, ServerUnreachable,
@@ -79,7 +79,7 @@ def launch_resources(args: argparse.Namespace) -> dict[str, Any]:
             if getattr(args, name, None) is not None}
 
 
-def _common_options(default: Any = None) -> argparse.ArgumentParser:
+def _common_options(default: Any = None) -> _Parser:
     """Options taken before or after the command (after it, they must not reset the defaults)."""
     common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the server's JSON",
@@ -202,9 +202,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
     if command != args.command:
         err.write(f"note: `jupyter osire {args.command}` is now `jupyter osire {command}`\n")
     api = OsireClient(discover(url=args.url, token_file=args.token_file))
-    emit: Callable[[Any, str], None] = (
-        (lambda doc, text: out.write(json.dumps(doc, indent=2) + "\n")) if args.json
-        else (lambda doc, text: out.write(text + "\n")))
+    def emit(doc: Any, text: str) -> None:
+        out.write((json.dumps(doc, indent=2) if args.json else text) + "\n")
 
     if command == "models":
         models = api.models()
@@ -300,9 +299,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         code = INTERRUPTED
     except DeploymentFailed as exc:
         sys.stderr.write(f"error: {exc.message}\n")
-        tail = getattr(exc, "log_tail", "")
-        if tail:
-            sys.stderr.write("last lines of the log:\n" + tail.rstrip() + "\n")
+        if exc.log_tail:
+            sys.stderr.write("last lines of the log:\n" + exc.log_tail.rstrip() + "\n")
         code = FAILED
     except errors.OsireError as exc:
         status = f" ({exc.status})" if getattr(exc, "status", 0) else ""

@@ -80,6 +80,11 @@ class OsireMagics(Magics):
         self.conversation: list[dict[str, str]] = []
         self._openai: Any = None
 
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        assert self.shell is not None
+        return self.shell.user_ns
+
     @line_cell_magic
     def osire(self, line: str, cell: Optional[str] = None) -> None:
         """Launch, watch, stop and chat with your models (``%osire --help``)."""
@@ -93,7 +98,7 @@ class OsireMagics(Magics):
             print(str(exc).rstrip(), file=sys.stderr)
         except DeploymentFailed as exc:
             print(f"osire: {exc.message}", file=sys.stderr)
-            if getattr(exc, "log_tail", ""):
+            if exc.log_tail:
                 print("last lines of the log:\n" + exc.log_tail.rstrip(), file=sys.stderr)
         except errors.OsireError as exc:
             print(f"osire: {exc.message}", file=sys.stderr)
@@ -168,7 +173,7 @@ class OsireMagics(Magics):
     # -- chat -----------------------------------------------------------------------------------
 
     def _chat(self, args: argparse.Namespace, cell: str) -> None:
-        text = _interpolate(cell, self.shell.user_ns).strip()
+        text = _interpolate(cell, self._user_ns).strip()
         if not text:
             raise _Usage("%%osire chat: the cell is empty; write your message in it")
         if not args.keep:
@@ -199,12 +204,12 @@ class OsireMagics(Magics):
         except KeyboardInterrupt:
             stream.close()
             out.finish("".join(answer), interrupted=True)
-            self.shell.user_ns[args.out] = "".join(answer)
+            self._user_ns[args.out] = "".join(answer)
             return
         reply = "".join(answer)
         out.finish(reply)
         self.conversation = [*messages, {"role": "assistant", "content": reply}]
-        self.shell.user_ns[args.out] = reply
+        self._user_ns[args.out] = reply
 
 
 # -- output helpers -----------------------------------------------------------------------------

@@ -211,3 +211,17 @@ def test_jupyter_osire_command(server):
     result = subprocess.run([jupyter, "osire", "ps"], capture_output=True, text=True,
                             env=server.client_env(), timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_terminal_ipython_gets_plain_text(server):
+    """Terminal IPython (no kernel): plain tables, and a usage error is a message."""
+    ipython = os.path.join(os.path.dirname(sys.executable), "ipython")
+    code = "%load_ext jupyter_osire_llm\n%osire models\n%osire ps\n%osire launch\n"
+    result = subprocess.run([ipython, "--no-banner", "--colors=NoColor", "-c", code],
+                            capture_output=True, text=True, timeout=120,
+                            env={**server.client_env(), "IPYTHONDIR": str(server.workdir / "ip")})
+    out = result.stdout + result.stderr
+    assert "MODEL" in out and "fake-chat" in out and "<table>" not in out
+    assert "no deployments" in out or "STATE" in out
+    assert "the following arguments are required: model" in out and "Traceback" not in out
+    assert server.token not in out

@@ -47,7 +47,8 @@ def test_notebook_on_slurm(slurm_cluster, tmp_path):
         assert shown and "fake-chat" in shown[0]["content"]["data"]["text/html"]
         assert "<table>" in shown[0]["content"]["data"]["text/html"]
 
-        launch = run_ok(kernel, "%osire launch fake-chat --time 00:05:00 --wait", timeout=180)
+        launch = run_ok(kernel, "%osire launch fake-chat --time 00:05:00 --wait --timeout 150",
+                        timeout=180)
         progress = outputs(launch, "display_data", "update_display_data")
         assert progress, text_of(launch)
         display_ids = {m["content"]["transient"]["display_id"] for m in progress}
