@@ -1,23 +1,32 @@
-"""The deployment service: launch, stop, list and read logs; the single owner of deployment state.
+"""The deployment service: launch, stop, list and read logs; the owner of deployment state.
 
 Handlers call it; it calls the catalog, the store and the scheduler. The monitor feeds it what it
 observes (``observe_job``, ``observe_endpoint``, ``observe_health``). It also answers the router
 (``EndpointSource``) from memory, so the proxy's hot path never touches disk or the scheduler.
+
+Every change is a function of the current record, written with a compare-and-swap on the row's
+version (``_mutate``): two Jupyter servers of one user sharing the state file never lose each
+other's changes, and ``refresh`` brings in what the other one wrote. Store and file-system work
+runs in worker threads: a stalled shared file system never freezes the Jupyter server.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import shutil
+import socket
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .catalog import Catalog
-from .endpoints import EngineEndpoint, Endpoint, ModelStatus
-from .errors import ConfigError, NotFound, OsireError, RequestError, SchedulerError, SchedulerTimeout
+from .endpoints import Endpoint, EngineEndpoint, ModelStatus
+from .errors import (ConfigError, Conflict, NotFound, OsireError, RequestError, SchedulerError,
+                     SchedulerTimeout, StoreError)
+from .logtail import read_tail
 from .render import ScriptContext, ScriptRenderer
 from .schedulers.base import Job, JobInfo, JobRequest, JobState, Scheduler
 from .spec import SiteLimits, job_gpus, parse_resources
@@ -30,24 +39,33 @@ KEY_FILE = "key"
 ENDPOINT_FILE = "endpoint.json"
 GUARD_SOURCE = Path(__file__).parent / "engine_guard.py"
 _STATE_RANK = {READY: 0, STARTING: 1, QUEUED: 2}
+Change = Callable[[Deployment], Deployment]
 
 
 class DeploymentService:
     def __init__(self, *, catalog: Catalog, limits: SiteLimits, scheduler: Scheduler,
                  store: Store, renderer: ScriptRenderer, job_root: Path,
                  advertise_host: str = "", bind_host: str = "0.0.0.0", keep_finished: int = 50,
-                 lost_grace: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+                 lost_grace: float = 60.0, cancel_retry: float = 5.0,
+                 server_id: Optional[str] = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.catalog, self.limits, self.scheduler = catalog, limits, scheduler
         self.store, self.renderer, self.job_root = store, renderer, job_root
         self.advertise_host, self.bind_host, self.clock = advertise_host, bind_host, clock
-        self.keep_finished, self.lost_grace = keep_finished, lost_grace
+        self.keep_finished, self.lost_grace, self.cancel_retry = \
+            keep_finished, lost_grace, cancel_retry
+        self.server_id = server_id or f"{socket.gethostname()}:{os.getpid()}:" \
+                                      f"{secrets.token_hex(3)}"
         self.changed = asyncio.Event()            # wakes the monitor early
         self._deployments: dict[str, Deployment] = {}
         self._keys: dict[tuple[str, int], str] = {}   # one key per replica
-        self._interrupted: list[str] = []        # job names whose submission a restart cut off
-        self._launching: set[str] = set()         # deployments whose jobs are being submitted
-        self._cancel_pending: set[tuple[str, int]] = set()   # cancels not yet accepted
-        self._reload()
+        self._interrupted: list[str] = []        # job names whose submission may have a job
+        self._launching: set[str] = set()         # deployments this server is submitting
+        self._cancelled_at: dict[tuple[str, int], float] = {}   # last cancel sent, per replica
+        self._lock: Optional[asyncio.Lock] = None
+        for deployment in self.store.load_all():
+            self._adopt(deployment)
+        self._prune_finished_now()
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -66,12 +84,13 @@ class DeploymentService:
             counts[d.state] = counts.get(d.state, 0) + 1
         return counts
 
-    def logs(self, deployment_id: str, tail: int = 100) -> list[dict[str, Any]]:
+    async def logs(self, deployment_id: str, tail: int = 100) -> list[dict[str, Any]]:
         deployment = self.get(deployment_id)
+        paths = [self.scheduler.output_path(self._job(r)) for r in deployment.replicas]
+        texts = await asyncio.to_thread(lambda: [read_tail(p, tail) for p in paths])
         out = []
-        for r in deployment.replicas:
-            text = read_tail(self.scheduler.output_path(self._job(r)), tail) or (r.log_tail or "")
-            text = self._redact(deployment_id, text)
+        for r, text in zip(deployment.replicas, texts):
+            text = self._redact(deployment_id, text or r.log_tail or "")
             out.append({"index": r.index, "job_id": r.job_id, "lines": text.splitlines()[-tail:]})
         return out
 
@@ -92,39 +111,39 @@ class DeploymentService:
                                field="replicas")
         entry = self.catalog.get(model)
         wanted = self.limits.apply(parse_resources(resources, base=entry.resources), replicas)
-        live = [d for d in self._deployments.values() if d.live]
-        self.limits.check_count(len(live))
-        self.limits.check_total_gpus(sum(_gpus_held(d) for d in live),
-                                     job_gpus(wanted) * replicas)
-
         deployment_id = secrets.token_hex(4)
-        folder = self.job_root / deployment_id
         scripts = []
         for index in range(replicas):
-            job_dir = folder / f"r{index}"
+            job_dir = self.job_root / deployment_id / f"r{index}"
             ctx = ScriptContext(deployment_id, index, job_dir, self.advertise_host,
                                 self.bind_host)
             scripts.append((job_dir, self.renderer.render(entry, wanted, ctx)))
         deployment = Deployment(
             id=deployment_id, model=model, created=self.clock(), updated=self.clock(),
             resources={k: v for k, v in vars(wanted).items() if v is not None},
-            replicas=tuple(Replica(index=i, folder=str(d)) for i, (d, _) in enumerate(scripts)))
-        self._put(deployment)
+            replicas=tuple(Replica(index=i, folder=str(d)) for i, (d, _) in enumerate(scripts)),
+            launched_by=self.server_id)
+        await self._insert(deployment, job_gpus(wanted) * replicas)
         self._launching.add(deployment_id)
         try:
             for index, (job_dir, script) in enumerate(scripts):
                 key = self._keys[(deployment_id, index)] = secrets.token_urlsafe(32)
-                _prepare_job_dir(job_dir, key)
+                await asyncio.to_thread(_prepare_job_dir, job_dir, key)
                 request = JobRequest(name=_job_name(deployment_id, index), script=script,
                                      folder=job_dir, resources=wanted)
                 job = await asyncio.to_thread(self.scheduler.submit, request)
-                self._update_replica(deployment_id, index, job_id=job.id)
+                try:
+                    await self._update_replica(deployment_id, index, job_id=job.id)
+                except OsireError:   # the state file failed us (a full disk): no untracked job
+                    await self._cancel_quietly(deployment_id, Replica(index, str(job_dir),
+                                                                      job_id=job.id))
+                    raise
                 if self.get(deployment_id).stop_requested:  # stopped while we were submitting
                     await self._cancel_quietly(deployment_id,
                                                self.get(deployment_id).replicas[index])
-                    self._end_unsubmitted(deployment_id, "stopped by user")
+                    await self._end_unsubmitted(deployment_id, "stopped by user")
                     break
-        except SchedulerError as exc:
+        except (SchedulerError, StoreError) as exc:
             await self._abort_launch(deployment_id, exc)
             raise
         except OSError as exc:
@@ -136,29 +155,47 @@ class DeploymentService:
         self.changed.set()
         return self.get(deployment_id)
 
+    async def _insert(self, deployment: Deployment, gpus: int) -> None:
+        """Persist a new deployment, counting the limits over every server's deployments."""
+        def check(live: list[Deployment]) -> None:
+            self.limits.check_count(len(live))
+            self.limits.check_total_gpus(sum(_gpus_held(d) for d in live), gpus)
+
+        deployment = self._derive(deployment)
+        await asyncio.to_thread(self.store.insert_within, deployment, check)
+        self._deployments[deployment.id] = deployment
+
     async def _abort_launch(self, deployment_id: str, exc: Exception) -> None:
         """Undo a launch that failed part-way. Submitted jobs are cancelled and stay ``stopping``
         until the scheduler confirms they ended (the monitor retries a cancel that failed)."""
         deployment = self.get(deployment_id)
         submitted = [r for r in deployment.replicas if r.job_id]
+        try:
+            await self._undo_launch(deployment_id, submitted, exc)
+        except StoreError as again:   # still failing: nothing more can be recorded now
+            log.error("launch of %s could not be undone in the state file: %s", deployment_id,
+                      again.message)
+            self._drop(deployment_id)
+
+    async def _undo_launch(self, deployment_id: str, submitted: list[Replica],
+                           exc: Exception) -> None:
         if isinstance(exc, SchedulerTimeout):  # the job may exist although sbatch never answered
             await self._cancel_named_quietly(_job_name(deployment_id, len(submitted)))
         if not submitted:
-            self._forget(deployment_id)
-            shutil.rmtree(self.job_root / deployment_id, ignore_errors=True)
+            await self._forget(deployment_id)
             return
         message = exc.message if isinstance(exc, OsireError) else str(exc)
-        self._put(replace(deployment, stop_requested=True,
-                          abort_reason=f"submission failed: {message}"))
-        self._end_unsubmitted(deployment_id, f"not submitted: {message}")
+        await self._mutate(deployment_id, lambda d: replace(
+            d, stop_requested=True, abort_reason=f"submission failed: {message}"))
+        await self._end_unsubmitted(deployment_id, f"not submitted: {message}")
         for r in submitted:
             await self._cancel_quietly(deployment_id, r)
 
-    def _end_unsubmitted(self, deployment_id: str, reason: str) -> None:
+    async def _end_unsubmitted(self, deployment_id: str, reason: str) -> None:
         """Replicas that never reached the scheduler have no job that could still run."""
-        for r in self.get(deployment_id).replicas:
-            if not r.job_id and r.live:
-                self._update_replica(deployment_id, r.index, state=STOPPED, reason=reason)
+        await self._mutate(deployment_id, lambda d: replace(d, replicas=tuple(
+            replace(r, state=STOPPED, reason=reason) if not r.job_id and r.live else r
+            for r in d.replicas)))
 
     async def stop(self, deployment_id: str) -> Deployment:
         """Cancel every job of the deployment; stopping twice is harmless.
@@ -169,7 +206,11 @@ class DeploymentService:
         deployment = self.get(deployment_id)
         if not deployment.live:
             return deployment
-        self._put(replace(deployment, stop_requested=True))
+        deployment = await self._mutate(deployment_id,
+                                        lambda d: replace(d, stop_requested=True)) or deployment
+        if deployment_id not in self._launching and \
+                deployment.launched_by in (None, self.server_id):
+            await self._end_unsubmitted(deployment_id, "stopped by user")
         errors = []
         for r in deployment.replicas:
             if r.job_id and r.live:
@@ -177,40 +218,35 @@ class DeploymentService:
                     await self._cancel(deployment_id, r)
                 except SchedulerError as exc:
                     errors.append(exc)
-            elif not r.job_id and r.live and deployment_id not in self._launching:
-                self._update_replica(deployment_id, r.index, state=STOPPED,
-                                     reason="stopped by user")
         self.changed.set()
         if errors:
             raise errors[0]
         return self.get(deployment_id)
 
     async def retry_cancels(self) -> None:
-        """Cancel again the jobs whose cancel failed, until the scheduler accepts it.
-
-        Called by the monitor after a query that succeeded; a job is only ever called ended on
-        the scheduler's evidence, so a cancel that failed (controller down, a timeout) is kept.
-        """
-        for deployment_id, index in sorted(self._cancel_pending):
-            deployment = self._deployments.get(deployment_id)
-            replica = deployment.replicas[index] if deployment else None
-            if replica is None or not replica.live or deployment_id in self._launching:
-                self._cancel_pending.discard((deployment_id, index))
+        """Cancel again, every ``cancel_retry`` seconds, each job of a stopped deployment that
+        the scheduler has not yet ended (a cancel may have failed: controller down, a timeout;
+        or another server's stop). Called by the monitor after a query that succeeded."""
+        now = self.clock()
+        for d in self.all():
+            if not (d.stop_requested and d.live) or d.id in self._launching:
                 continue
-            await self._cancel_quietly(deployment_id, replica)
+            for r in d.replicas:
+                last = self._cancelled_at.get((d.id, r.index), 0.0)
+                if r.job_id and r.live and now - last >= self.cancel_retry:
+                    await self._cancel_quietly(d.id, r)
         await self.cancel_interrupted()
 
     async def _cancel(self, deployment_id: str, replica: Replica) -> None:
-        """Cancel one job; until the scheduler accepts, it stays in the retry set."""
-        self._cancel_pending.add((deployment_id, replica.index))
+        self._cancelled_at[(deployment_id, replica.index)] = self.clock()
         await asyncio.to_thread(self.scheduler.cancel, self._job(replica))
-        self._cancel_pending.discard((deployment_id, replica.index))
 
     async def _cancel_quietly(self, deployment_id: str, replica: Replica) -> bool:
         try:
             await self._cancel(deployment_id, replica)
             return True
         except SchedulerError as exc:
+            self._cancelled_at[(deployment_id, replica.index)] = 0.0   # retry at once
             log.warning("could not cancel job %s (will retry): %s", replica.job_id, exc.message)
             return False
 
@@ -223,11 +259,24 @@ class DeploymentService:
             self._interrupted.append(name)
 
     async def cancel_interrupted(self) -> None:
-        """Jobs whose submission a restart (or a timeout) cut off may exist without us knowing
-        their id: cancel them by name; a name whose cancel fails is kept for the next try."""
+        """Jobs whose submission was cut off (a server that died, a timeout) may exist without
+        us knowing their id: cancel them by name; a failed cancel is kept for the next try."""
         names, self._interrupted = self._interrupted, []
         for name in names:
             await self._cancel_named_quietly(name)
+
+    async def reap_interrupted(self, alive: Callable[[str], bool]) -> None:
+        """Replicas left without a job id by a server that is gone (``alive`` says whether a
+        server id still holds its heartbeat): their submission was cut off. Called by the
+        monitor that owns the scheduler; a server that is still submitting is left alone."""
+        for d in self.all():
+            lost = [r for r in d.replicas if r.live and not r.job_id]
+            if not lost or d.id in self._launching or (d.launched_by and alive(d.launched_by)):
+                continue
+            self._interrupted += [_job_name(d.id, r.index) for r in lost]
+            await self._mutate(d.id, lambda dep: replace(dep, replicas=tuple(
+                replace(r, state=FAILED, reason="submission interrupted by a server restart")
+                if r.live and not r.job_id else r for r in dep.replicas)))
 
     # -- observations, fed by the monitor -----------------------------------------------------
 
@@ -235,23 +284,25 @@ class DeploymentService:
         return [(d.id, r, self._job(r)) for d in self._deployments.values()
                 for r in d.replicas if r.live and r.job_id]
 
-    def observe_job(self, deployment_id: str, index: int, info: JobInfo) -> None:
+    async def observe_job(self, deployment_id: str, index: int, info: JobInfo) -> None:
         deployment = self._deployments.get(deployment_id)
         if deployment is None:
             return
         replica = deployment.replicas[index]
         if info.state is JobState.LOST and not self._lost_confirmed(replica):
             if replica.lost_since is None:
-                self._update_replica(deployment_id, index, lost_since=self.clock())
+                await self._update_replica(deployment_id, index, lost_since=self.clock())
             return
         tail = ""
         if info.state.terminal and not deployment.stop_requested:
-            tail = self._redact(deployment_id,
-                                read_tail(self.scheduler.output_path(self._job(replica)), 30))
-        new = apply_job_info(replica, info, stop_requested=deployment.stop_requested,
-                             log_tail=tail)
-        if new != replica:
-            self._set_replica(deployment_id, new)
+            path = self.scheduler.output_path(self._job(replica))
+            tail = self._redact(deployment_id, await asyncio.to_thread(read_tail, path, 30))
+
+        def change(d: Deployment) -> Deployment:
+            new = apply_job_info(d.replicas[index], info, stop_requested=d.stop_requested,
+                                 log_tail=tail)
+            return _with_replica(d, new)
+        await self._mutate(deployment_id, change)
 
     def _lost_confirmed(self, replica: Replica) -> bool:
         """"Vanished" is a verdict from missing evidence: believed only once it has held for
@@ -259,38 +310,38 @@ class DeploymentService:
         return replica.lost_since is not None and \
             self.clock() - replica.lost_since >= self.lost_grace
 
-    def observe_endpoint(self, deployment_id: str, index: int, endpoint: EngineEndpoint) -> None:
+    async def observe_endpoint(self, deployment_id: str, index: int,
+                               endpoint: EngineEndpoint) -> None:
         """The engine's own endpoint file: believed only for this replica's job and a run that
         has not ended; it makes a queued replica starting (the engine runs, whatever the
         scheduler last said)."""
-        deployment = self._deployments.get(deployment_id)
-        if deployment is None:
-            return
-        replica = deployment.replicas[index]
-        if not replica.live or endpoint.job_id != replica.job_id or \
-                endpoint.run == replica.stale_run:
-            return
-        if (replica.host, replica.port, replica.fingerprint, replica.run) == \
-                (endpoint.host, endpoint.port, endpoint.fingerprint, endpoint.run):
-            return
-        # A new run needs its own health check before it is ready again.
-        state = replica.state if replica.state == STOPPING else STARTING
-        self._update_replica(deployment_id, index, host=endpoint.host, port=endpoint.port,
-                             fingerprint=endpoint.fingerprint, run=endpoint.run, healthy=False,
-                             state=state, reason=replica.reason if state == STOPPING else None,
-                             started_at=replica.started_at or self.clock(),
-                             estimated_start=None)
+        def change(d: Deployment) -> Deployment:
+            r = d.replicas[index]
+            if not r.live or endpoint.job_id != r.job_id or endpoint.run == r.stale_run or \
+                    (r.host, r.port, r.fingerprint, r.run) == \
+                    (endpoint.host, endpoint.port, endpoint.fingerprint, endpoint.run):
+                return d
+            # A new run needs its own health check before it is ready again.
+            state = r.state if r.state == STOPPING else STARTING
+            return _with_replica(d, replace(
+                r, host=endpoint.host, port=endpoint.port, fingerprint=endpoint.fingerprint,
+                run=endpoint.run, healthy=False, state=state,
+                reason=r.reason if state == STOPPING else None,
+                started_at=r.started_at or self.clock(), estimated_start=None))
+        if deployment_id in self._deployments:
+            await self._mutate(deployment_id, change)
 
-    def observe_health(self, deployment_id: str, index: int, healthy: bool) -> None:
-        deployment = self._deployments.get(deployment_id)
-        if deployment is None:
-            return
-        replica = deployment.replicas[index]
-        if replica.state == STARTING and healthy:
-            self._update_replica(deployment_id, index, state=READY, healthy=True,
-                                 ready_at=self.clock())
-        elif replica.state == READY and replica.healthy != healthy:
-            self._update_replica(deployment_id, index, healthy=healthy)
+    async def observe_health(self, deployment_id: str, index: int, healthy: bool) -> None:
+        def change(d: Deployment) -> Deployment:
+            r = d.replicas[index]
+            if r.state == STARTING and healthy:
+                return _with_replica(d, replace(r, state=READY, healthy=True,
+                                                ready_at=self.clock()))
+            if r.state == READY and r.healthy != healthy:
+                return _with_replica(d, replace(r, healthy=healthy))
+            return d
+        if deployment_id in self._deployments:
+            await self._mutate(deployment_id, change)
 
     # -- EndpointSource, for the router --------------------------------------------------------
 
@@ -320,64 +371,102 @@ class DeploymentService:
                          fingerprint=r.fingerprint)
                 for r in d.replicas if r.state == READY and r.healthy and r.url]
 
-    # -- internals -----------------------------------------------------------------------------
+    # -- shared state ----------------------------------------------------------------------------
 
-    def _job(self, replica: Replica) -> Job:
-        return Job(id=str(replica.job_id), folder=Path(replica.folder))
+    async def refresh(self) -> None:
+        """Bring in what other servers of this user wrote (launches, stops, observations) and
+        drop what they removed; one cheap query when nothing changed."""
+        versions = await asyncio.to_thread(self.store.versions)
+        for gone in set(self._deployments) - set(versions):
+            if gone not in self._launching:
+                self._drop(gone)
+        changed = [i for i, v in versions.items()
+                   if i not in self._deployments or self._deployments[i].version != v]
+        if changed:
+            fresh = await asyncio.to_thread(
+                lambda: [d for d in map(self.store.load, changed) if d is not None])
+            await asyncio.to_thread(lambda: [self._adopt(d) for d in fresh])
 
-    def _reload(self) -> None:
-        for deployment in self.store.load_all():
-            self._deployments[deployment.id] = deployment
-            for r in deployment.replicas:
+    def _adopt(self, deployment: Deployment) -> None:
+        """Take a record from the store into memory, with its replicas' keys (read from their
+        0600 files in the job folder)."""
+        self._deployments[deployment.id] = deployment
+        for r in deployment.replicas:
+            if (deployment.id, r.index) not in self._keys:
                 try:
                     self._keys[(deployment.id, r.index)] = \
                         (Path(r.folder) / KEY_FILE).read_text().strip()
                 except OSError:
                     pass
-            if deployment.stop_requested:  # a cancel may not have reached the scheduler
-                self._cancel_pending.update((deployment.id, r.index) for r in deployment.replicas
-                                            if r.live and r.job_id)
-            lost = [r for r in deployment.replicas if r.live and not r.job_id]
-            for r in lost:  # the server died between persisting and recording the job id
-                self._update_replica(deployment.id, r.index, state=FAILED,
-                                     reason="submission interrupted by a server restart")
-                self._interrupted.append(_job_name(deployment.id, r.index))
-        self._prune_finished()
 
-    def _update_replica(self, deployment_id: str, index: int, **changes: Any) -> None:
-        replica = self._deployments[deployment_id].replicas[index]
-        self._set_replica(deployment_id, replace(replica, **changes))
+    async def _mutate(self, deployment_id: str, change: Change) -> Optional[Deployment]:
+        """Apply ``change`` to the freshest record and write it; on a conflict (another server
+        wrote first) re-read and apply again. None when the deployment is gone."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            for _ in range(20):
+                current = self._deployments.get(deployment_id)
+                if current is None:
+                    return None
+                proposed = change(current)
+                if proposed == current:
+                    return current
+                new = self._derive(proposed)
+                if await asyncio.to_thread(self.store.save, new, current.version):
+                    self._deployments[deployment_id] = new
+                    if current.live and not new.live:
+                        await asyncio.to_thread(self._prune_finished_now)
+                    return new
+                fresh = await asyncio.to_thread(self.store.load, deployment_id)
+                if fresh is None:
+                    self._drop(deployment_id)
+                    return None
+                self._deployments[deployment_id] = fresh
+        raise Conflict(f"deployment {deployment_id} is being changed by another server; "
+                       "try again")
 
-    def _set_replica(self, deployment_id: str, replica: Replica) -> None:
-        deployment = self._deployments[deployment_id]
-        replicas = tuple(replica if r.index == replica.index else r for r in deployment.replicas)
-        self._put(replace(deployment, replicas=replicas))
-
-    def _put(self, deployment: Deployment) -> None:
+    def _derive(self, deployment: Deployment) -> Deployment:
+        """The deployment's own state from its replicas, a new version, the time of change."""
         state, reason = deployment_state(deployment.replicas, deployment.stop_requested,
                                          deployment.abort_reason)
-        was_live = self._deployments[deployment.id].live if deployment.id in self._deployments \
-            else True
-        deployment = replace(deployment, state=state, reason=reason, updated=self.clock())
-        self._deployments[deployment.id] = deployment
-        self.store.save(deployment)
-        if was_live and not deployment.live:
-            self._prune_finished()
+        return replace(deployment, state=state, reason=reason, updated=self.clock(),
+                       version=deployment.version + 1)
 
-    def _prune_finished(self) -> None:
+    async def _update_replica(self, deployment_id: str, index: int, **changes: Any) -> None:
+        await self._mutate(deployment_id, lambda d: _with_replica(
+            d, replace(d.replicas[index], **changes)))
+
+    def _prune_finished_now(self) -> None:
         """Keep the newest ``keep_finished`` ended deployments; forget older ones and their
         job folders (logs, dead keys), so the list and the disk do not grow forever."""
         finished = sorted((d for d in self._deployments.values() if not d.live),
                           key=lambda d: d.updated, reverse=True)
         for old in finished[self.keep_finished:]:
-            self._forget(old.id)
-            shutil.rmtree(self.job_root / old.id, ignore_errors=True)
+            self._forget_now(old.id)
 
-    def _forget(self, deployment_id: str) -> None:
+    async def _forget(self, deployment_id: str) -> None:
+        await asyncio.to_thread(self._forget_now, deployment_id)
+
+    def _forget_now(self, deployment_id: str) -> None:
+        self._drop(deployment_id)
+        self.store.delete(deployment_id)
+        shutil.rmtree(self.job_root / deployment_id, ignore_errors=True)
+
+    def _drop(self, deployment_id: str) -> None:
         self._deployments.pop(deployment_id, None)
         for key in [k for k in self._keys if k[0] == deployment_id]:
             del self._keys[key]
-        self.store.delete(deployment_id)
+
+    def _job(self, replica: Replica) -> Job:
+        return Job(id=str(replica.job_id), folder=Path(replica.folder))
+
+
+def _with_replica(deployment: Deployment, replica: Replica) -> Deployment:
+    if deployment.replicas[replica.index] == replica:
+        return deployment
+    return replace(deployment, replicas=tuple(replica if r.index == replica.index else r
+                                              for r in deployment.replicas))
 
 
 def _gpus_held(deployment: Deployment) -> int:
@@ -399,18 +488,3 @@ def _prepare_job_dir(job_dir: Path, key: str) -> None:
         shutil.copyfile(GUARD_SOURCE, job_dir / GUARD_SOURCE.name)
 
 
-def read_tail(path: Path, lines: int, block: int = 8192) -> str:
-    """The last ``lines`` lines of a (possibly large) file, without reading it whole."""
-    try:
-        with path.open("rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            data = b""
-            while size > 0 and data.count(b"\n") <= lines:
-                step = min(block, size)
-                size -= step
-                f.seek(size)
-                data = f.read(step) + data
-    except OSError:
-        return ""
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])

@@ -7,6 +7,7 @@
     │       └── RequestTooLarge    body over the proxy's limit (HTTP 413)
     ├── NotFound               unknown model, deployment or route (HTTP 404)
     ├── Conflict               the request clashes with current state (HTTP 409)
+    ├── StoreError             the state file cannot be read or written (full disk) (HTTP 503)
     ├── SchedulerError         the batch system failed us (HTTP 503)
     │   ├── SchedulerUnavailable   command missing, controller down
     │   ├── SchedulerTimeout       a command did not answer in time
@@ -73,6 +74,12 @@ class Conflict(OsireError):
     status = 409
     type = "invalid_request_error"
     code = "conflict"
+
+
+class StoreError(OsireError):
+    status = 503
+    type = "server_error"
+    code = "state_unavailable"
 
 
 class SchedulerError(OsireError):

@@ -8,6 +8,11 @@ all jobs, only when that is due: every ``fast_interval`` seconds for a short whi
 (a launch, a stop, a state seen to move), then less and less often, up to ``slow_interval``,
 while jobs merely wait in the queue or run. A failing scheduler keeps the last known state.
 File-system work runs off the event loop: a stalled shared file system never freezes the server.
+
+Two Jupyter servers of one user share the state file: one of them (the holder of the
+``monitor`` lease in the store) watches the scheduler and writes what it observes; the other
+reads the shared state each tick. Each server also keeps a heartbeat lease, so that the watcher
+knows whether a launch left half-done belongs to a server that is still submitting it.
 """
 from __future__ import annotations
 
@@ -21,12 +26,15 @@ import aiohttp
 
 from .deployments import ENDPOINT_FILE, DeploymentService
 from .endpoints import EngineEndpoint, parse_endpoint_file
-from .errors import SchedulerError
+from .errors import OsireError, SchedulerError
 from .proxy import pinned_tls
 from .schedulers.base import Scheduler
 from .states import QUEUED, READY, STARTING
 
 log = logging.getLogger(__name__)
+MONITOR_LEASE = "monitor"
+LEASE_TTL = 20.0        # seconds a lease holds without renewal
+LEASE_RENEW = 5.0       # seconds between renewals
 
 
 def query_interval(since_change: float, fast: float, slow: float) -> float:
@@ -39,11 +47,14 @@ class Monitor:
     def __init__(self, service: DeploymentService, scheduler: Scheduler, *,
                  fast_interval: float = 0.5, slow_interval: float = 30.0, tick: float = 0.5,
                  health_interval: float = 10.0, health_timeout: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.service, self.scheduler = service, scheduler
         self.fast_interval, self.slow_interval, self.tick = fast_interval, slow_interval, tick
         self.health_interval, self.health_timeout = health_interval, health_timeout
-        self.clock = clock
+        self.clock, self.wall_clock = clock, wall_clock
+        self.leader = False
+        self._leases_renewed = -1e9
         self.last_error: Optional[str] = None
         self.last_cycle: Optional[float] = None
         self.cycles = 0
@@ -70,9 +81,15 @@ class Monitor:
         if self._session:
             await self._session.close()
             self._session = None
+        try:   # let another server of this user take over at once
+            store, me = self.service.store, self.service.server_id
+            await asyncio.to_thread(lambda: (store.release(MONITOR_LEASE, me),
+                                             store.release(f"server:{me}", me)))
+        except OsireError:
+            pass
+        self.leader = False
 
     async def run(self) -> None:
-        await self.service.cancel_interrupted()
         while True:
             try:
                 await self.cycle()
@@ -90,9 +107,16 @@ class Monitor:
 
     async def cycle(self) -> None:
         now = self.clock()
+        await self._renew_leases(now)
+        await self.service.refresh()
         if self.service.changed.is_set():
             self.service.changed.clear()
             self._changed(now)
+        if not self.leader:   # another server of this user watches; we read what it writes
+            self.last_cycle = time.time()
+            self.cycles += 1
+            return
+        await self._reap_interrupted()
         if now >= self._next_query and self.service.live_jobs():
             await self._query()
             now = self.clock()
@@ -106,6 +130,27 @@ class Monitor:
             self._changed(self.clock())
         self.last_cycle = time.time()
         self.cycles += 1
+
+    async def _renew_leases(self, now: float) -> None:
+        """Every ``LEASE_RENEW`` s: this server's heartbeat, and the watcher's lease (taken over
+        when its holder has not renewed it for ``LEASE_TTL`` s)."""
+        if now - self._leases_renewed < LEASE_RENEW:
+            return
+        store, me, wall = self.service.store, self.service.server_id, self.wall_clock()
+        leader = await asyncio.to_thread(lambda: (
+            store.claim(f"server:{me}", me, wall, LEASE_TTL),
+            store.claim(MONITOR_LEASE, me, wall, LEASE_TTL))[1])
+        if leader and not self.leader:
+            log.info("watching the scheduler for this user's deployments (server %s)", me)
+            self._next_query = 0.0
+        elif self.leader and not leader:
+            log.warning("another Jupyter server of this user now watches the scheduler")
+        self.leader = leader
+        self._leases_renewed = now
+
+    def _alive(self, server_id: str) -> bool:
+        return server_id == self.service.server_id or \
+            self.service.store.holder(f"server:{server_id}", self.wall_clock()) == server_id
 
     def _changed(self, now: float) -> None:
         """Something moved: poll fast again (the next query at once)."""
@@ -125,8 +170,19 @@ class Monitor:
         self.last_error = None
         for deployment_id, replica, job in live:
             if job.id in infos:
-                self.service.observe_job(deployment_id, replica.index, infos[job.id])
+                await self.service.observe_job(deployment_id, replica.index, infos[job.id])
         await self.service.retry_cancels()   # the controller answers: a good time to retry
+
+    async def _reap_interrupted(self) -> None:
+        """Launches cut off by a server that died: their jobs may exist under a known name."""
+        unsubmitted = [d for d in self.service.all()
+                       if any(r.live and not r.job_id for r in d.replicas)]
+        if unsubmitted:
+            alive = await asyncio.to_thread(
+                lambda: {d.launched_by: self._alive(d.launched_by) for d in unsubmitted
+                         if d.launched_by})
+            await self.service.reap_interrupted(lambda server: alive.get(server, False))
+        await self.service.cancel_interrupted()
 
     async def _check_replicas(self) -> None:
         now = self.clock()
@@ -138,7 +194,7 @@ class Monitor:
             found = await asyncio.to_thread(_read_endpoints, watched)
             for (deployment_id, index, _), endpoint in zip(watched, found):
                 if endpoint is not None:
-                    self.service.observe_endpoint(deployment_id, index, endpoint)
+                    await self.service.observe_endpoint(deployment_id, index, endpoint)
         checks = []
         for deployment in self.service.all():
             for r in deployment.replicas:
@@ -167,7 +223,7 @@ class Monitor:
             healthy = False
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
             healthy = False
-        self.service.observe_health(deployment_id, index, healthy)
+        await self.service.observe_health(deployment_id, index, healthy)
 
 
 def _read_endpoints(watched: list[tuple[str, int, Path]]) -> list[Optional[EngineEndpoint]]:

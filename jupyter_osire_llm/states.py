@@ -74,6 +74,8 @@ class Deployment:
     stop_requested: bool = False
     updated: float = 0.0
     abort_reason: Optional[str] = None   # a launch that failed half-way: why (ends as failed)
+    launched_by: Optional[str] = None    # the server that submits its jobs (host:pid:nonce)
+    version: int = 0                     # bumped by every write (compare-and-swap in the store)
 
     @property
     def live(self) -> bool:

@@ -1,16 +1,30 @@
-"""Persisted deployments: one SQLite file under the Jupyter data dir.
+"""Persisted deployments: one SQLite file that every Jupyter server of the user shares.
 
-One row per deployment, its replicas inside as JSON. The deployment service is the only writer.
+One row per deployment, its replicas inside as JSON, and a ``version`` that each write bumps.
+Writers compare-and-swap on it (``save(..., expected=version)``), so two servers of one user (a
+JupyterHub server and an Open OnDemand session on the same home folder) never overwrite each
+other's changes: the loser re-reads the row and applies its change again.
+
+The default location is the home folder, usually NFS, where SQLite's WAL mode does not work
+(it needs shared memory between the processes): the file uses the rollback journal
+(``journal_mode=DELETE``) and POSIX locks, which SQLite supports on network file systems, and
+every transaction is short. ``leases`` says which server watches the scheduler and which servers
+are alive, so that none of them cancels what another is still submitting.
+
+A row that cannot be read (corrupt, or from a future version that changed its shape) is skipped
+and reported in ``problems``; it never disables the extension.
 """
 from __future__ import annotations
 
 import json
 import sqlite3
 import threading
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
-from typing import Iterator
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
+from .errors import StoreError
 from .states import Deployment, Replica
 
 SCHEMA = """
@@ -22,6 +36,11 @@ CREATE TABLE IF NOT EXISTS deployments (
     doc     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deployments_state ON deployments(state);
+CREATE TABLE IF NOT EXISTS leases (
+    name    TEXT PRIMARY KEY,
+    owner   TEXT NOT NULL,
+    expires REAL NOT NULL
+);
 """
 
 
@@ -29,34 +48,155 @@ class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
+        self.problems: list[str] = []
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False,
+                                       isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=DELETE")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(deployments)")}
+            if "version" not in columns:  # files written before versions existed
+                self._db.execute("ALTER TABLE deployments ADD COLUMN version INTEGER NOT NULL "
+                                 "DEFAULT 0")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the state file {path}: {exc}") from exc
         path.chmod(0o600)
 
-    def save(self, deployment: Deployment) -> None:
-        doc = json.dumps(asdict(deployment))
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection, one thread at a time; SQLite's errors (a full disk, a corrupt file)
+        become the project's ``StoreError``."""
         with self._lock:
-            self._db.execute(
-                "INSERT INTO deployments (id, model, state, created, doc) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
-                (deployment.id, deployment.model, deployment.state, deployment.created, doc))
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot use the state file {self.path}: {exc}") from exc
+
+    def _transaction(self, db: sqlite3.Connection) -> "_Transaction":
+        return _Transaction(db)
+
+    # -- deployments ---------------------------------------------------------------------------
+
+    def insert_within(self, deployment: Deployment,
+                      check: Callable[[list[Deployment]], None]) -> None:
+        """Insert a new deployment after ``check`` (which raises to refuse) has seen every live
+        deployment of the user, in one write transaction: two servers launching at the same
+        moment cannot both slip under a limit."""
+        doc = json.dumps(asdict(deployment))
+        with self._locked() as db, self._transaction(db):
+            live = [d for d in (self._parse(i, doc_, v) for i, doc_, v in db.execute(
+                "SELECT id, doc, version FROM deployments WHERE state NOT IN "
+                "('stopped', 'failed')")) if d is not None]
+            check(live)
+            db.execute("INSERT INTO deployments (id, model, state, created, doc, version) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (deployment.id, deployment.model,
+                                                     deployment.state, deployment.created, doc,
+                                                     deployment.version))
+
+    def save(self, deployment: Deployment, expected: Optional[int] = None) -> bool:
+        """Write ``deployment`` as version ``expected + 1``; False when the row has moved on
+        (another server wrote it) or is gone. ``expected=None`` inserts a new row."""
+        doc = json.dumps(asdict(deployment))
+        with self._locked() as db:
+            if expected is None:
+                try:
+                    db.execute(
+                        "INSERT INTO deployments (id, model, state, created, doc, version) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", (deployment.id, deployment.model,
+                                                      deployment.state, deployment.created, doc,
+                                                      deployment.version))
+                except sqlite3.IntegrityError:
+                    return False
+                return True
+            cursor = db.execute(
+                "UPDATE deployments SET state = ?, doc = ?, version = ? "
+                "WHERE id = ? AND version = ?",
+                (deployment.state, doc, deployment.version, deployment.id, expected))
+            return cursor.rowcount == 1
+
+    def load(self, deployment_id: str) -> Optional[Deployment]:
+        with self._locked() as db:
+            row = db.execute("SELECT doc, version FROM deployments WHERE id = ?",
+                                   (deployment_id,)).fetchone()
+        return self._parse(deployment_id, *row) if row else None
 
     def load_all(self) -> Iterator[Deployment]:
-        with self._lock:
-            rows = self._db.execute("SELECT doc FROM deployments ORDER BY created").fetchall()
-        for (doc,) in rows:
-            yield _from_doc(json.loads(doc))
+        with self._locked() as db:
+            rows = db.execute(
+                "SELECT id, doc, version FROM deployments ORDER BY created").fetchall()
+        for deployment_id, doc, version in rows:
+            deployment = self._parse(deployment_id, doc, version)
+            if deployment is not None:
+                yield deployment
+
+    def versions(self) -> dict[str, int]:
+        """Every row's version: what changed since the last look, in one cheap query."""
+        with self._locked() as db:
+            return dict(db.execute("SELECT id, version FROM deployments").fetchall())
 
     def delete(self, deployment_id: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM deployments WHERE id = ?", (deployment_id,))
+        with self._locked() as db:
+            db.execute("DELETE FROM deployments WHERE id = ?", (deployment_id,))
+
+    def _parse(self, deployment_id: str, doc: str, version: int) -> Optional[Deployment]:
+        try:
+            return replace(_from_doc(json.loads(doc)), version=version)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            problem = f"deployment {deployment_id}: unreadable record skipped ({exc})"
+            if problem not in self.problems:
+                self.problems.append(problem)
+            return None
+
+    # -- leases --------------------------------------------------------------------------------
+
+    def claim(self, name: str, owner: str, now: float, ttl: float) -> bool:
+        """Take or renew lease ``name`` for ``owner`` until ``now + ttl``; False when another
+        owner holds it and it has not expired."""
+        with self._locked() as db, self._transaction(db):
+            row = db.execute("SELECT owner, expires FROM leases WHERE name = ?",
+                             (name,)).fetchone()
+            mine = row is None or row[0] == owner or row[1] < now
+            if mine:
+                db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)",
+                           (name, owner, now + ttl))
+        return mine
+
+    def release(self, name: str, owner: str) -> None:
+        with self._locked() as db:
+            db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+
+    def holder(self, name: str, now: float) -> Optional[str]:
+        """Who holds lease ``name`` now (None when nobody, or it expired)."""
+        with self._locked() as db:
+            row = db.execute("SELECT owner, expires FROM leases WHERE name = ?",
+                             (name,)).fetchone()
+        return row[0] if row and row[1] >= now else None
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE (the write lock at once) ... COMMIT, or ROLLBACK on any error."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind, value, tb) -> None:  # type: ignore[no-untyped-def]
+        if kind is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                self.db.execute("ROLLBACK")   # a COMMIT that failed (full disk) leaves it open
+                raise
+        self.db.execute("ROLLBACK")
 
 
 def _from_doc(doc: dict) -> Deployment:

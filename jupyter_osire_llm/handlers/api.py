@@ -65,7 +65,7 @@ class DeploymentHandler(OsireHandler):
 
 class LogsHandler(OsireHandler):
     @web.authenticated
-    def get(self, deployment_id: str) -> None:
+    async def get(self, deployment_id: str) -> None:
         raw = self.get_query_argument("tail", "100")
         try:
             tail = int(raw)
@@ -75,7 +75,7 @@ class LogsHandler(OsireHandler):
             raise RequestError(f"tail must be an integer from 1 to 10000, got {raw!r}",
                                field="tail") from None
         self.write_json({"id": deployment_id,
-                         "replicas": self.osire.service.logs(deployment_id, tail)})
+                         "replicas": await self.osire.service.logs(deployment_id, tail)})
 
 
 class AdminHandler(OsireHandler):

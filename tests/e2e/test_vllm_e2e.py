@@ -3,7 +3,9 @@ Jupyter server, called with the official ``openai`` client through /osire/v1.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -45,30 +47,45 @@ def vllm_server(slurm_cluster, tmp_path_factory):
         server.stop()
 
 
-def engine_get(url: str, key: str | None) -> int:
+def engine_get(url: str, key: str | None, tls: ssl.SSLContext | None = None) -> int:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10,
+                                    context=tls) as r:
             return r.status
     except urllib.error.HTTPError as err:
         return err.code
 
 
-def test_engine_routes_demand_the_key(vllm_server):
+def job_certificate(folder: Path) -> ssl.SSLContext:
+    """Trust exactly the job's own self-signed certificate (as the proxy's pin does)."""
+    context = ssl.create_default_context(cafile=str(folder / "tls.crt"))
+    context.check_hostname = False
+    return context
+
+
+def test_engine_routes_demand_the_key_over_tls_only(vllm_server):
     _, ready = vllm_server
     replica = ready["replicas"][0]
-    url = f"http://{replica['host']}:{replica['port']}"
-    key = (Path(replica["folder"]) / "key").read_text()
-    assert engine_get(f"{url}/health", None) == 200
+    folder = Path(replica["folder"])
+    url = f"https://{replica['host']}:{replica['port']}"
+    assert replica["fingerprint"] and replica["run"]
+    der = ssl.PEM_cert_to_DER_cert((folder / "tls.crt").read_text())
+    assert hashlib.sha256(der).hexdigest() == replica["fingerprint"]
+    tls = job_certificate(folder)
+    key = (folder / "key").read_text()
+    assert engine_get(f"{url}/health", None, tls) == 200
     for route in ("/v1/models", "/metrics", "/tokenize", "/openapi.json", "/docs", "/version"):
-        assert engine_get(url + route, None) == 401, route
-        assert engine_get(url + route, "wrong") == 401, route
-    assert engine_get(f"{url}/v1/models", key) == 200
+        assert engine_get(url + route, None, tls) == 401, route
+        assert engine_get(url + route, "wrong", tls) == 401, route
+    assert engine_get(f"{url}/v1/models", key, tls) == 200
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):   # no plain HTTP
+        engine_get(f"http://{replica['host']}:{replica['port']}/health", None)
     argv = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert key not in argv
     shown = subprocess.run(["scontrol", "show", "job", replica["job_id"]],
                            capture_output=True, text=True).stdout
-    assert key not in shown and key not in (Path(replica["folder"]) / "job.log").read_text()
+    assert key not in shown and key not in (folder / "job.log").read_text()
 
 
 def test_openai_sdk_through_osire_v1(vllm_server):

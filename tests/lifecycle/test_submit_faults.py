@@ -13,6 +13,7 @@ import pytest
 from jupyter_osire_llm.catalog import load_catalog
 from jupyter_osire_llm.deployments import DeploymentService
 from jupyter_osire_llm.errors import SchedulerTimeout, SchedulerUnavailable
+from jupyter_osire_llm.monitor import Monitor
 from jupyter_osire_llm.schedulers.slurm import SlurmCLI
 from jupyter_osire_llm.store import Store
 from lifecycle_catalog import write_catalog
@@ -99,9 +100,15 @@ def test_restart_after_an_unrecorded_submission_cancels_the_job(slurm_cluster, t
         id="cafe0001", model="fake-chat", created=1.0, resources={},
         replicas=(Replica(index=0, folder=str(job_dir)),)))
     svc = service(tmp_path, timeout=15)
+    monitor = Monitor(svc, svc.scheduler)
+
+    async def two_cycles() -> None:   # the first finds it, the second cancels by name
+        for _ in range(2):
+            await monitor.cycle()
+        await monitor.stop()
+    asyncio.run(two_cycles())
     assert svc.get("cafe0001").state == "failed"
     assert "interrupted" in svc.get("cafe0001").reason
-    asyncio.run(svc.cancel_interrupted())
     deadline = time.monotonic() + 20
     while live_jobs_under(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.2)

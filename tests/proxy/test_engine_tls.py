@@ -253,18 +253,18 @@ def test_a_requeued_replica_forgets_its_run_and_ignores_its_old_endpoint(tmp_pat
         d = await service.launch("m")
         job = d.replicas[0].job_id
         run_a = EngineEndpoint("127.0.0.1", 4001, job, "0-aaaa", "ab" * 32)
-        service.observe_job(d.id, 0, JobInfo(job, JobState.RUNNING))
-        service.observe_endpoint(d.id, 0, run_a)
-        service.observe_health(d.id, 0, True)
+        await service.observe_job(d.id, 0, JobInfo(job, JobState.RUNNING))
+        await service.observe_endpoint(d.id, 0, run_a)
+        await service.observe_health(d.id, 0, True)
         assert service.get(d.id).state == "ready"
-        service.observe_job(d.id, 0, JobInfo(job, JobState.PENDING, reason="BeginTime"))
+        await service.observe_job(d.id, 0, JobInfo(job, JobState.PENDING, reason="BeginTime"))
         r = service.get(d.id).replicas[0]
         assert (r.state, r.host, r.port, r.fingerprint, r.healthy) == \
             ("queued", None, None, None, False)
-        service.observe_endpoint(d.id, 0, run_a)                 # the file of the old run
+        await service.observe_endpoint(d.id, 0, run_a)                 # the file of the old run
         assert service.get(d.id).replicas[0].port is None
         run_b = EngineEndpoint("127.0.0.1", 4002, job, "1-bbbb", "cd" * 32)
-        service.observe_endpoint(d.id, 0, run_b)
+        await service.observe_endpoint(d.id, 0, run_b)
         r = service.get(d.id).replicas[0]
         assert (r.state, r.port, r.healthy) == ("starting", 4002, False)
         await service.stop(d.id)
