@@ -79,12 +79,12 @@ def main() -> None:
             old = timed(old_read_tail, path) if run_old else None
             rows.append({"log": kind, "MiB": size // MIB, "old_s": old, "new_s": new})
             path.unlink()
-            ratio = f"{old / new:,.0f}x" if old else "-"
+            ratio = f"{old / new:,.1f}x" if old else "-"
             print(f"{kind:>13} {size // MIB:>3} MiB  old {_fmt(old):>10}  new {_fmt(new):>10}  "
                   f"{ratio}", flush=True)
     print("\n| log | size | old read_tail | new read_tail | old / new |\n|---|---|---|---|---|")
     for r in rows:
-        ratio = f"{r['old_s'] / r['new_s']:,.0f}x" if r["old_s"] else "-"
+        ratio = f"{r['old_s'] / r['new_s']:,.1f}x" if r["old_s"] else "-"
         print(f"| {r['log']} | {r['MiB']} MiB | {_fmt(r['old_s'])} | {_fmt(r['new_s'])} "
               f"| {ratio} |")
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
 """The tail of a job's log, for display: bounded and linear whatever the log looks like.
 
 A job log can be large and have few newlines: progress bars (tqdm, vLLM's weight loading) rewrite
-one line with carriage returns for minutes. ``read_tail`` reads backwards in blocks, never copying
-what it has already read, and stops after ``max_bytes`` (a few MiB) whatever it has found; each
-line is shown as a terminal shows it: the text after its last carriage return (the bar's latest
-state), at most ``max_line`` characters of it.
+one line with carriage returns for minutes. ``read_tail`` reads backwards in growing blocks,
+never copying what it has already read, and stops after ``max_bytes`` (a few MiB) whatever it
+has found; each line is shown as a terminal shows it: the text after its last carriage return
+(the bar's latest state), at most ``max_line`` characters of it.
 """
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from typing import Union
 MAX_BYTES = 4 * 1024 * 1024
 #: Most characters shown of one line (its end: a cut line is only known by its end).
 MAX_LINE = 8192
-BLOCK = 64 * 1024
+#: First read; each further read doubles, up to MAX_BLOCK (few reads, nothing read twice).
+BLOCK = 8 * 1024
+MAX_BLOCK = 1024 * 1024
 
 
 def read_tail(path: Union[str, Path], lines: int, max_bytes: int = MAX_BYTES,
@@ -39,6 +41,7 @@ def read_tail(path: Union[str, Path], lines: int, max_bytes: int = MAX_BYTES,
                 chunk = f.read(step)
                 newlines += chunk.count(b"\n")
                 chunks.append(chunk)
+                block = min(block * 2, MAX_BLOCK)
     except OSError:
         return ""
     rows = b"".join(reversed(chunks)).decode("utf-8", "replace").split("\n")

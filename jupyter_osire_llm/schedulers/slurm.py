@@ -246,6 +246,8 @@ def parse_sacct_line(line: str) -> tuple[str, str, JobInfo, str]:
     state, alias = parse_state(state_s)
     status, sig = parse_exit_code(code)
     node = node.strip()
+    if state is JobState.FAILED and status and not _reason(reason):
+        reason = "NonZeroExitCode"      # what squeue says; accounting keeps no reason for it
     return job_id.strip(), user.strip(), JobInfo(
         job_id.strip(), state, reason=_reason(reason) or alias,
         node=None if node in ("", "None assigned") else node,

@@ -170,6 +170,22 @@ def test_parse_sacct_documented_format():
     assert out["13"][1].evidence == "sacct"
 
 
+@pytest.mark.parametrize("job_id, state, exit_code, reason, node, started", [
+    ("136", JobState.COMPLETED, 0, None, "vm", True),
+    ("137", JobState.FAILED, 3, "NonZeroExitCode", "vm", True),
+    ("138", JobState.CANCELLED, 0, None, "vm", True),           # cancelled while running
+    ("139", JobState.CANCELLED, 0, "BeginTime", None, False),   # cancelled while pending
+])
+def test_parse_sacct_recorded(job_id, state, exit_code, reason, node, started):
+    """Real sacct output (slurm-cluster.sh with MariaDB + slurmdbd, Slurm 22.05)."""
+    parsed = parse_sacct(recorded("sacct_accounting.txt"), {job_id: "/tmp/osire-record"})
+    assert not parsed.problems
+    user, info = parsed.jobs[job_id]
+    assert (user, info.state, info.exit_code, info.reason, info.node) == (
+        "root", state, exit_code, reason, node)
+    assert (info.start_time is not None) == started and info.end_time and info.evidence == "sacct"
+
+
 def test_parse_sacct_keeps_good_lines_and_reports_bad_ones():
     parsed = parse_sacct(SACCT_12 + SACCT_13.replace("FAILED", "FROBNICATED")
                          + "sacct: error: something\n")

@@ -33,5 +33,11 @@ sleep 85   # the time limit is checked every 30 s: TIMEOUT 60-80 s after start; 
 squeue -h -t all -j "$ids" -o "$F" > "$HERE/squeue_later.txt"
 scontrol show job -o "$tlim" > "$HERE/scontrol_timeout.txt"
 scontrol show job -o "$canc" > "$HERE/scontrol_cancelled.txt"
-sacct -j "$ok" > "$HERE/sacct_disabled.txt" 2>&1 || true
+if sacct -n -j "$ok" > /dev/null 2>&1; then   # accounting on (slurm-cluster.sh's default)
+    sacct --noheader --parsable2 --allocations --jobs="$ok,$fail,$canc,$tlim" \
+        --format=JobID,State,ExitCode,NodeList,Submit,Start,End,User,Reason,WorkDir \
+        | sed "s#$W#/tmp/osire-record#" > "$HERE/sacct_accounting.txt"
+else
+    sacct -j "$ok" > "$HERE/sacct_disabled.txt" 2>&1 || true
+fi
 scancel "$long" "$gpu" "$big"
