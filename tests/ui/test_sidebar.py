@@ -236,13 +236,16 @@ def test_launch_until_ready_then_copy_snippet(page: Any, lab: str) -> None:
     sync_api.expect(deployment.locator(".jp-OsireSidebar-badge")).to_have_text("Ready")
     deployment.get_by_role("button", name="Copy OpenAI snippet for tiny-chat").click()
     snippet = page.evaluate("navigator.clipboard.readText()")
-    assert f'base_url="{lab}/osire/v1"' in snippet and TOKEN in snippet, snippet
+    # No URL and no token in the text: client() finds the server (issue 9).
+    assert TOKEN not in snippet and "from jupyter_osire_llm import client" in snippet, snippet
     assert 'model="tiny-chat"' in snippet, snippet
     page.wait_for_timeout(1000)  # let the "copied" toast slide in before the screenshot
     page.screenshot(path=ARTIFACTS / "04-ready.png")
     (ARTIFACTS / "snippet.py").write_text(snippet)
     # The snippet works as copied: the OpenAI client reaches the model through the proxy.
-    run = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
+    # Outside the lab's kernels the server is named by the environment (never argv).
+    env = {**os.environ, "OSIRE_URL": lab, "OSIRE_TOKEN": TOKEN}
+    run = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, env=env,
                          timeout=60)
     assert run.returncode == 0, f"copied snippet failed:\n{run.stdout}\n{run.stderr}"
     assert run.stdout.strip(), "the snippet printed no answer"
