@@ -108,7 +108,12 @@ def osire_config(tmp: Path, scheduler: str) -> dict[str, Any]:
 
 
 def start_server(tmp: Path, scheduler: str = "local", **kwargs: Any) -> Server:
-    return Server(tmp / "server", osire_config(tmp, scheduler), **kwargs).start()
+    server = Server(tmp / "server", osire_config(tmp, scheduler), **kwargs)
+    try:
+        return server.start()
+    except BaseException:
+        server.kill()           # a server that never answered is not left behind
+        raise
 
 
 def stop_server(server: Server) -> None:
