@@ -24,7 +24,10 @@ class HealthHandler(OsireHandler):
                         "insecure": ctx.catalog.insecure()},
             "static_endpoints": {"models": sorted(ctx.router.static),
                                  "problems": ctx.router.problems},
-            "monitor": {"cycles": ctx.monitor.cycles, "last_cycle": ctx.monitor.last_cycle},
+            "monitor": {"cycles": ctx.monitor.cycles, "last_cycle": ctx.monitor.last_cycle,
+                        "watching": ctx.monitor.leader, "server": ctx.service.server_id},
+            "state": {"path": str(ctx.service.store.path),
+                      "problems": ctx.service.store.problems},
         })
 
 
