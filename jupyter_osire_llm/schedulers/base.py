@@ -110,8 +110,9 @@ class JobInfo:
     estimated_start: Optional[float] = None
     exit_code: Optional[int] = None
     signal: Optional[int] = None
-    #: Where the state came from: "squeue", "scontrol", "sacct", "pyslurm", "local",
-    #: "exit-file" (the job's own exit status file) or "none".
+    #: Where the state came from: "squeue", "scontrol", "sacct", "pyslurm", "pyslurm.db"
+    #: (accounting through pyslurm), "local", "exit-file" (the job's own exit status file) or
+    #: "none".
     evidence: str = "scheduler"
 
 

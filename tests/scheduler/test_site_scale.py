@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_osire_llm.schedulers.base import Job, JobRequest, JobState, Resources
+from jupyter_osire_llm.schedulers.base import Job, JobRequest, JobState
 from jupyter_osire_llm.schedulers.local import LocalScheduler, boot_id, identity, write_state
 from jupyter_osire_llm.schedulers.slurm import Completed, SlurmCLI
 
