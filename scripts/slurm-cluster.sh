@@ -211,7 +211,8 @@ EOF
 register_cluster() {  # once the config names slurmdbd: the cluster must exist in the database
     [ "$USE_ACCT" -eq 1 ] || return 0
     SLURM_CONF="$CONF" sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx osire ||
-        SLURM_CONF="$CONF" sacctmgr -i add cluster osire > /dev/null
+        SLURM_CONF="$CONF" sacctmgr -i add cluster osire > /dev/null ||
+        log "could not register cluster osire with slurmdbd: jobs will not reach accounting"
 }
 
 start_accounting() {
