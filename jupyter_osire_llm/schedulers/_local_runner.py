@@ -107,8 +107,10 @@ class Runner:
         self.update(state=JobState.RUNNING.value, reason=None, start_time=started,
                     node=hostname(), job_pgid=proc.pid, job_identity=identity(proc.pid))
         ending = self.watch(proc, started)
+        # leftovers of the group (engine workers), while its leader, a zombie not yet reaped,
+        # keeps the group's id from being given to anyone else
+        _killpg(proc.pid, signal.SIGKILL)
         rc = proc.wait()
-        _killpg(proc.pid, signal.SIGKILL)   # leftovers of the group (engine workers)
         kill_descendants()                  # and of groups that left it (setsid)
         self.release()
         self.finish(rc, ending)
@@ -116,7 +118,7 @@ class Runner:
     def watch(self, proc: subprocess.Popen, started: float) -> Optional[JobState]:
         """Wait for the job; stop it on cancel or time limit and say which."""
         limit = self.state.get("time_limit")
-        while proc.poll() is None:
+        while not _exited(proc.pid):
             if self.cancel_requested():
                 self.stop(proc)
                 return JobState.CANCELLED
@@ -128,10 +130,12 @@ class Runner:
 
     def stop(self, proc: subprocess.Popen) -> None:
         _killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=float(self.state.get("kill_grace", 5.0)))
-        except subprocess.TimeoutExpired:
-            _killpg(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + float(self.state.get("kill_grace", 5.0))
+        while not _exited(proc.pid):
+            if time.monotonic() > deadline:
+                _killpg(proc.pid, signal.SIGKILL)
+                return
+            time.sleep(POLL)
 
     def finish(self, rc: int, ending: Optional[JobState]) -> None:
         code, sig = (rc, None) if rc >= 0 else (None, -rc)
@@ -192,6 +196,15 @@ def _children(parent: int) -> list[int]:
         if int(fields[1]) == parent:   # fields: state, ppid, ...
             found.append(int(entry))
     return found
+
+
+def _exited(pid: int) -> bool:
+    """Our child ``pid`` has ended. It is left unreaped (a zombie), so neither its pid nor the
+    process group named after it can be reused until ``wait()``."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def _killpg(pgid: int, sig: int) -> None:
