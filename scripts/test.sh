@@ -7,7 +7,7 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$REPO/scripts/bootstrap.sh" --test
-need_apt chromium                                   # the sidebar's browser tests
+need_apt chromium ruby                              # the sidebar's browser tests; the OOD app's ERB (tests/ood)
 bash "$REPO/scripts/slurm-cluster.sh" start        # installs slurm and munge if missing
 
 cd "$REPO"
