@@ -7,93 +7,15 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-export type Resources = {
-  gpus?: number;
-  gpu_type?: string;
-  cpus?: number;
-  memory?: string;
-  time?: string;
-  partition?: string;
-  account?: string;
-  qos?: string;
-  constraint?: string;
-  nodes?: number;
-  [key: string]: unknown;
-};
+import {
+  ICatalog,
+  IDeployment,
+  IHealth,
+  ILaunchRequest,
+  ILogs
+} from './types';
 
-export interface ICatalogModel {
-  name: string;
-  model: string;
-  engine: string;
-  description?: string;
-  resources: Resources;
-}
-
-export interface ICatalog {
-  models: ICatalogModel[];
-  problems: string[];
-}
-
-export type DeploymentState =
-  | 'queued'
-  | 'starting'
-  | 'ready'
-  | 'stopping'
-  | 'stopped'
-  | 'failed';
-
-export interface IReplica {
-  index: number;
-  job_id: string | null;
-  state: DeploymentState;
-  reason: string | null;
-  node?: string | null;
-  host?: string | null;
-  port?: number | null;
-  estimated_start?: number | null;
-  elapsed?: number | null;
-  exit_code?: number | null;
-  log_tail?: string | null;
-}
-
-export interface IDeployment {
-  id: string;
-  model: string;
-  state: DeploymentState;
-  reason: string | null;
-  created: number;
-  resources: Resources;
-  replicas: IReplica[];
-}
-
-export interface IHealth {
-  status: string;
-  version: string;
-  scheduler: { name: string; reason?: string | null; last_error?: string | null };
-}
-
-export interface ILaunchRequest {
-  model: string;
-  replicas?: number;
-  resources?: Resources;
-}
-
-export interface ILogs {
-  replicas: { index: number; job_id: string | null; lines: string[] }[];
-}
-
-/** States that will change by themselves soon: poll fast while any deployment is in one. */
-export const UNSTABLE_STATES: ReadonlySet<DeploymentState> = new Set([
-  'queued',
-  'starting',
-  'stopping'
-]);
-
-/** States a deployment never leaves. */
-export const TERMINAL_STATES: ReadonlySet<DeploymentState> = new Set([
-  'stopped',
-  'failed'
-]);
+export * from './types';
 
 /**
  * An error answered by the API (`{"error": {"message", "type", "code", "param"}}`), or a
@@ -147,6 +69,46 @@ export class OsireApi {
     );
   }
 
+  /**
+   * The engine's Prometheus text (`/metrics`) through the engine passthrough; null when the
+   * engine has no such route (404), so the view shows nothing for it.
+   */
+  async engineMetrics(id: string, signal?: AbortSignal): Promise<string | null> {
+    const url = URLExt.join(
+      this.settings.baseUrl,
+      'osire',
+      'engines',
+      encodeURIComponent(id),
+      'metrics'
+    );
+    const response = await this._fetch(url, { signal });
+    if (response.status === 404) {
+      return null;
+    }
+    if (!response.ok) {
+      throw await errorOf(response);
+    }
+    return response.text();
+  }
+
+  /**
+   * `POST <base>/osire/v1/chat/completions`, as any OpenAI client calls it: the response's
+   * body streams (the caller reads it); an error answer is thrown as an `ApiError`.
+   */
+  async chatStream(body: object, signal?: AbortSignal): Promise<Response> {
+    const url = URLExt.join(this.settings.baseUrl, 'osire', 'v1', 'chat', 'completions');
+    const response = await this._fetch(url, {
+      method: 'POST',
+      body: JSON.stringify(body),
+      headers: { 'Content-Type': 'application/json', Accept: 'text/event-stream' },
+      signal
+    });
+    if (!response.ok) {
+      throw await errorOf(response);
+    }
+    return response;
+  }
+
   health(): Promise<IHealth> {
     return this._request<IHealth>('api/health');
   }
@@ -157,43 +119,59 @@ export class OsireApi {
     return new URL(url, window.location.href).href;
   }
 
-  private async _request<T>(path: string, init: RequestInit = {}): Promise<T> {
-    const url = URLExt.join(this.settings.baseUrl, 'osire', path);
-    let response: Response;
+  private async _fetch(url: string, init: RequestInit): Promise<Response> {
     try {
-      response = await ServerConnection.makeRequest(url, init, this.settings);
+      return await ServerConnection.makeRequest(url, init, this.settings);
     } catch (error) {
+      if ((error as Error)?.name === 'AbortError') {
+        throw error;
+      }
       throw new ApiError(
         `Cannot reach the Jupyter server: ${(error as Error).message ?? error}`,
         0
       );
     }
-    const text = await response.text();
-    let body: any = null;
-    if (text) {
-      try {
-        body = JSON.parse(text);
-      } catch {
-        body = null;
-      }
-    }
-    if (!response.ok) {
-      const error = body?.error;
-      if (error && typeof error.message === 'string') {
-        throw new ApiError(
-          error.message,
-          response.status,
-          error.param ?? null,
-          error.code != null ? String(error.code) : null
-        );
-      }
-      throw new ApiError(
-        response.status === 404 && !body
-          ? 'The jupyter-osire-llm server extension is not enabled on this server.'
-          : `${response.status} ${response.statusText}`.trim(),
-        response.status
-      );
-    }
-    return body as T;
   }
+
+  private async _request<T>(path: string, init: RequestInit = {}): Promise<T> {
+    const url = URLExt.join(this.settings.baseUrl, 'osire', path);
+    const response = await this._fetch(url, init);
+    if (!response.ok) {
+      throw await errorOf(response);
+    }
+    const text = await response.text();
+    try {
+      return (text ? JSON.parse(text) : null) as T;
+    } catch {
+      throw new ApiError(`The server answered something that is not JSON: ${text.slice(0, 200)}`, response.status);
+    }
+  }
+}
+
+/** The `ApiError` for an error answer (`{"error": {...}}` or anything else). */
+export async function errorOf(response: Response): Promise<ApiError> {
+  const text = await response.text().catch(() => '');
+  let body: any = null;
+  if (text) {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = null;
+    }
+  }
+  const error = body?.error;
+  if (error && typeof error.message === 'string') {
+    return new ApiError(
+      error.message,
+      response.status,
+      error.param ?? null,
+      error.code != null ? String(error.code) : null
+    );
+  }
+  return new ApiError(
+    response.status === 404 && !body
+      ? 'The jupyter-osire-llm server extension is not enabled on this server.'
+      : `${response.status} ${response.statusText}`.trim(),
+    response.status
+  );
 }

@@ -1,5 +1,6 @@
 /**
- * jupyter-osire-llm: the "LLMs" sidebar of JupyterLab.
+ * jupyter-osire-llm: the "LLMs" sidebar of JupyterLab, its playground and log viewer tabs, and
+ * commands in the palette. Settings: schema/sidebar.json (Settings Editor, "LLMs").
  */
 import {
   ILabShell,
@@ -7,54 +8,97 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { PageConfig } from '@jupyterlab/coreutils';
+import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
+import { INotebookTracker } from '@jupyterlab/notebook';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ServerConnection } from '@jupyterlab/services';
-import { LabIcon } from '@jupyterlab/ui-components';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { OsireApi } from './api';
-import { OsireModel } from './model';
+import { osireIcon } from './icon';
+import { CommandIDs, connectNotifications, registerCommands } from './commands';
+import { LogViewer } from './logviewer';
+import { DEFAULT_SETTINGS, IOsireSettings, OsireModel } from './model';
+import { PlaygroundPanel } from './playground';
 import { OsireSidebar } from './sidebar';
 
 export { OsireApi } from './api';
 export { OsireModel } from './model';
 export { openaiSnippet } from './snippet';
+export { CommandIDs } from './commandids';
+export { osireIcon } from './icon';
 
 const PLUGIN_ID = 'jupyter-osire-llm:sidebar';
 
-/** A chip with a speech bubble: a model you talk to, running on compute hardware. */
-export const osireIcon = new LabIcon({
-  name: 'jupyter-osire-llm:icon',
-  svgstr: `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
-  <g class="jp-icon3" fill="#616161">
-    <path d="M7 3h2v2h2V3h2v2h2V3h2v2a2 2 0 0 1 2 2h2v2h-2v2h2v2h-2v2h2v2h-2a2 2 0 0 1-2 2v2h-2v-2h-2v2h-2v-2H9v2H7v-2a2 2 0 0 1-2-2H3v-2h2v-2H3v-2h2V9H3V7h2a2 2 0 0 1 2-2V3zm0 4v10h10V7H7z"/>
-    <path d="M9 9h6v4h-3l-2 2v-2H9V9z"/>
-  </g>
-</svg>`
-});
-
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
-  description: 'Launch, watch and stop LLMs running as Slurm jobs, from a JupyterLab sidebar.',
+  description:
+    'Launch, watch, try and stop LLMs running as Slurm jobs, from a JupyterLab sidebar.',
   autoStart: true,
-  optional: [ILayoutRestorer, ILabShell],
+  requires: [IRenderMimeRegistry],
+  optional: [ILayoutRestorer, ILabShell, ICommandPalette, INotebookTracker, ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
+    rendermime: IRenderMimeRegistry,
     restorer: ILayoutRestorer | null,
-    labShell: ILabShell | null
+    labShell: ILabShell | null,
+    palette: ICommandPalette | null,
+    notebooks: INotebookTracker | null,
+    settingRegistry: ISettingRegistry | null
   ): void => {
-    const settings = ServerConnection.makeSettings();
-    const api = new OsireApi(settings);
+    const api = new OsireApi(ServerConnection.makeSettings());
     let sidebar: OsireSidebar | null = null;
     const model = new OsireModel(api, () => sidebar?.isVisible ?? false);
-    sidebar = new OsireSidebar(model, settings.token || PageConfig.getToken());
+    sidebar = new OsireSidebar(model, app.commands);
     sidebar.id = 'jupyter-osire-llm-sidebar';
     sidebar.title.icon = osireIcon;
     sidebar.title.caption = 'LLMs';
     sidebar.title.label = labShell ? '' : 'LLMs';
-
     app.shell.add(sidebar, 'left', { rank: 700 });
+
+    const playgrounds = new WidgetTracker<MainAreaWidget<PlaygroundPanel>>({
+      namespace: 'osire-playground'
+    });
+    const logs = new WidgetTracker<MainAreaWidget<LogViewer>>({ namespace: 'osire-log' });
+    registerCommands({
+      app,
+      model,
+      sidebar,
+      rendermime,
+      palette,
+      notebooks,
+      playgrounds,
+      logs
+    });
+    connectNotifications(app, model);
+
     if (restorer) {
       restorer.add(sidebar, 'jupyter-osire-llm-sidebar');
+      void restorer.restore(playgrounds, {
+        command: CommandIDs.openPlayground,
+        args: w => ({ id: w.content.model.deploymentId }),
+        name: w => w.content.model.deploymentId
+      });
+      void restorer.restore(logs, {
+        command: CommandIDs.openLogs,
+        args: w => ({ id: w.content.deploymentId }),
+        name: w => w.content.deploymentId
+      });
+    }
+
+    if (settingRegistry) {
+      void settingRegistry
+        .load(PLUGIN_ID)
+        .then(settings => {
+          const apply = (): void =>
+            model.configure({
+              ...DEFAULT_SETTINGS,
+              ...(settings.composite as Partial<IOsireSettings>)
+            });
+          apply();
+          settings.changed.connect(apply);
+        })
+        .catch(reason => console.warn('jupyter-osire-llm: settings not loaded', reason));
     }
     void model.start();
   }

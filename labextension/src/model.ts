@@ -2,13 +2,18 @@
  * The sidebar's state: catalog, deployments and scheduler health, refreshed by one poll loop.
  *
  * The loop polls every 2 s while the panel is visible and some deployment is queued, starting or
- * stopping; every 10 s while everything is stable; every 60 s while the panel or the browser tab
- * is hidden. Showing the panel or acting on a deployment refreshes at once.
+ * stopping; every `refreshInterval` (10 s) while everything is stable; every 60 s while the panel
+ * or the browser tab is hidden. Showing the panel or acting on a deployment refreshes at once.
+ *
+ * A second loop scrapes each ready deployment's engine metrics (`/metrics` through the engine
+ * passthrough) every `metricsInterval` seconds while the panel is visible, keeping the last
+ * `metricsWindow` minutes for the sparklines.
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
 import {
   ApiError,
+  DeploymentState,
   ICatalog,
   IDeployment,
   IHealth,
@@ -16,11 +21,37 @@ import {
   OsireApi,
   UNSTABLE_STATES
 } from './api';
+import { MetricsHistory, parsePrometheus, vllmSnapshot } from './metrics';
 
 export const FAST_POLL_MS = 2000;
 export const STABLE_POLL_MS = 10000;
 export const HIDDEN_POLL_MS = 60000;
 export const HEALTH_EVERY_MS = 30000;
+
+/** The user's settings (schema/sidebar.json). */
+export interface IOsireSettings {
+  /** Seconds between refreshes while nothing is changing. */
+  refreshInterval: number;
+  /** The launch form's resource fields: shown open or folded. */
+  resourcesView: 'collapsed' | 'expanded';
+  /** Minutes of engine metrics the sparklines show. */
+  metricsWindow: number;
+  /** Seconds between two scrapes of an engine's metrics. */
+  metricsInterval: number;
+}
+
+export const DEFAULT_SETTINGS: IOsireSettings = {
+  refreshInterval: STABLE_POLL_MS / 1000,
+  resourcesView: 'collapsed',
+  metricsWindow: 5,
+  metricsInterval: 3
+};
+
+/** A deployment whose state changed between two refreshes. */
+export interface IStateChange {
+  deployment: IDeployment;
+  previous: DeploymentState;
+}
 
 export class OsireModel {
   constructor(
@@ -38,9 +69,45 @@ export class OsireModel {
   healthError: string | null = null;
   /** Deployment ids with a stop request in flight. */
   readonly stopping = new Set<string>();
+  settings: IOsireSettings = { ...DEFAULT_SETTINGS };
+  /** Engine metrics per deployment id (only engines that export vLLM's figures). */
+  readonly metrics = new Map<string, MetricsHistory>();
 
   get changed(): ISignal<this, void> {
     return this._changed;
+  }
+
+  /** Deployments that changed state (not on the first load). */
+  get stateChanged(): ISignal<this, IStateChange> {
+    return this._stateChanged;
+  }
+
+  /** A new problem of the server or the scheduler (a message to notify once). */
+  get problem(): ISignal<this, string> {
+    return this._problem;
+  }
+
+  get metricsChanged(): ISignal<this, void> {
+    return this._metricsChanged;
+  }
+
+  configure(settings: Partial<IOsireSettings>): void {
+    this.settings = { ...this.settings, ...settings };
+    for (const history of this.metrics.values()) {
+      history.windowMs = this.settings.metricsWindow * 60000;
+    }
+    this._emit();
+    this.wake();
+  }
+
+  /** A deployment by id or, failing that, the newest live one serving `model`. */
+  find(idOrModel: string): IDeployment | undefined {
+    const all = this.deployments ?? [];
+    return (
+      all.find(d => d.id === idOrModel) ??
+      all.find(d => d.model === idOrModel && d.state === 'ready') ??
+      all.find(d => d.model === idOrModel)
+    );
   }
 
   get isDisposed(): boolean {
@@ -57,7 +124,9 @@ export class OsireModel {
     if (!this._isVisible() || document.visibilityState === 'hidden') {
       return HIDDEN_POLL_MS;
     }
-    return this.busy ? FAST_POLL_MS : STABLE_POLL_MS;
+    return this.busy
+      ? FAST_POLL_MS
+      : Math.max(1, this.settings.refreshInterval) * 1000;
   }
 
   /** Load everything once (catalog and health rarely change), then start polling. */
@@ -84,6 +153,11 @@ export class OsireModel {
     try {
       this.health = await this.api.health();
       this.healthError = null;
+      const schedulerError = this.health.scheduler.last_error ?? null;
+      if (schedulerError && schedulerError !== this._lastSchedulerError) {
+        this._problem.emit(`Scheduler (${this.health.scheduler.name}): ${schedulerError}`);
+      }
+      this._lastSchedulerError = schedulerError;
     } catch (error) {
       this.healthError = (error as Error).message;
     }
@@ -103,16 +177,65 @@ export class OsireModel {
         return; // a newer refresh started meanwhile; its answer wins
       }
       deployments.sort((a, b) => b.created - a.created);
+      const before = new Map((this.deployments ?? []).map(d => [d.id, d.state]));
+      const first = this.deployments === null;
       this.deployments = deployments;
       this.deploymentsError = null;
+      for (const id of this.metrics.keys()) {
+        if (!deployments.some(d => d.id === id && d.state === 'ready')) {
+          this.metrics.delete(id);
+        }
+      }
+      if (!first) {
+        for (const d of deployments) {
+          const previous = before.get(d.id);
+          if (previous !== undefined && previous !== d.state) {
+            this._stateChanged.emit({ deployment: d, previous });
+          }
+        }
+      }
     } catch (error) {
       if (generation !== this._generation) {
         return;
       }
-      this.deploymentsError = (error as Error).message;
+      const message = (error as Error).message;
+      if (message !== this.deploymentsError) {
+        this._problem.emit(`Cannot list your LLM deployments: ${message}`);
+      }
+      this.deploymentsError = message;
     }
     this._emit();
     this._schedule();
+    this._scheduleMetrics(0);
+  }
+
+  /** Scrape every ready engine's metrics once. */
+  async scrapeMetrics(): Promise<void> {
+    const ready = (this.deployments ?? []).filter(d => d.state === 'ready');
+    await Promise.all(
+      ready.map(async d => {
+        let text: string | null = null;
+        try {
+          text = await this.api.engineMetrics(d.id);
+        } catch {
+          return; // a passing failure: the sparkline simply has no point for now
+        }
+        const snapshot = text === null ? null : vllmSnapshot(parsePrometheus(text));
+        if (snapshot === null) {
+          this.metrics.delete(d.id); // not a vLLM engine (or no /metrics): show nothing
+          return;
+        }
+        let history = this.metrics.get(d.id);
+        if (!history) {
+          history = new MetricsHistory(this.settings.metricsWindow * 60000);
+          this.metrics.set(d.id, history);
+        }
+        history.add(Date.now(), snapshot);
+      })
+    );
+    if (!this._disposed) {
+      this._metricsChanged.emit();
+    }
   }
 
   /** Launch a model; rejects with an `ApiError` (its `param` names the bad field). */
@@ -128,8 +251,8 @@ export class OsireModel {
     try {
       await this.api.stop(id);
     } catch (error) {
-      this.deploymentsError =
-        error instanceof ApiError ? error.message : String(error);
+      const message = error instanceof ApiError ? error.message : String(error);
+      this._problem.emit(`Stop refused: ${message}`);
     } finally {
       this.stopping.delete(id);
       await this.refresh();
@@ -150,6 +273,9 @@ export class OsireModel {
     }
     this._disposed = true;
     this._clearTimer();
+    if (this._metricsTimer !== null) {
+      window.clearTimeout(this._metricsTimer);
+    }
     document.removeEventListener('visibilitychange', this._onVisibility);
     Signal.clearData(this);
   }
@@ -163,6 +289,27 @@ export class OsireModel {
       this._timer = null;
       void this.refresh();
     }, this.nextDelay());
+  }
+
+  /** Keep one metrics loop running while the panel shows a ready deployment. */
+  private _scheduleMetrics(delay: number): void {
+    if (this._disposed || this._metricsTimer !== null || this._metricsBusy) {
+      return;
+    }
+    const visible = this._isVisible() && document.visibilityState !== 'hidden';
+    if (!visible || !(this.deployments ?? []).some(d => d.state === 'ready')) {
+      return;
+    }
+    this._metricsTimer = window.setTimeout(async () => {
+      this._metricsTimer = null;
+      this._metricsBusy = true;
+      try {
+        await this.scrapeMetrics();
+      } finally {
+        this._metricsBusy = false;
+      }
+      this._scheduleMetrics(Math.max(0.5, this.settings.metricsInterval) * 1000);
+    }, delay);
   }
 
   private _clearTimer(): void {
@@ -185,6 +332,12 @@ export class OsireModel {
   };
 
   private _changed = new Signal<this, void>(this);
+  private _stateChanged = new Signal<this, IStateChange>(this);
+  private _problem = new Signal<this, string>(this);
+  private _metricsChanged = new Signal<this, void>(this);
+  private _lastSchedulerError: string | null = null;
+  private _metricsTimer: number | null = null;
+  private _metricsBusy = false;
   private _disposed = false;
   private _generation = 0;
   private _healthAt = 0;

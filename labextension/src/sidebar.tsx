@@ -1,44 +1,24 @@
 /**
- * The "LLMs" sidebar: the site catalog with a Launch button per model, the user's deployments
- * with their state, and the scheduler backend in the footer.
+ * The "LLMs" sidebar: the user's deployments (state in words, live figures, actions), the site
+ * catalog with a launch form per model, and the scheduler backend in the footer. Actions run
+ * the extension's commands, so the palette, shortcuts and the sidebar do the same thing.
  */
-import { Clipboard, Notification } from '@jupyterlab/apputils';
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
+import { CommandRegistry } from '@lumino/commands';
 import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
-import {
-  ApiError,
-  DeploymentState,
-  ICatalogModel,
-  IDeployment,
-  IReplica,
-  Resources,
-  TERMINAL_STATES
-} from './api';
+import { DeploymentState, IDeployment, TERMINAL_STATES } from './api';
+import { CommandIDs } from './commandids';
+import { LaunchForm } from './launchform';
+import { MetricsView } from './metricsview';
 import { OsireModel } from './model';
-import { openaiSnippet } from './snippet';
-
-/** The resource fields a user may change from the sidebar; the server validates the rest. */
-const EDITABLE: { key: 'gpus' | 'time' | 'partition'; label: string; hint: string }[] = [
-  { key: 'gpus', label: 'GPUs', hint: 'per replica' },
-  { key: 'time', label: 'Time', hint: 'HH:MM:SS or D-HH:MM:SS' },
-  { key: 'partition', label: 'Partition', hint: 'Slurm partition' }
-];
-
-const STATE_LABELS: Record<DeploymentState, string> = {
-  queued: 'Queued',
-  starting: 'Starting',
-  ready: 'Ready',
-  stopping: 'Stopping',
-  stopped: 'Stopped',
-  failed: 'Failed'
-};
+import { STATE_LABELS, describeDeployment, describeReplica } from './states';
 
 export class OsireSidebar extends ReactWidget {
   constructor(
     readonly model: OsireModel,
-    private readonly _token: string
+    readonly commands: CommandRegistry
   ) {
     super();
     this.addClass('jp-OsireSidebar');
@@ -57,13 +37,13 @@ export class OsireSidebar extends ReactWidget {
   render(): JSX.Element {
     return (
       <UseSignal signal={this.model.changed}>
-        {() => <SidebarView model={this.model} token={this._token} />}
+        {() => <SidebarView model={this.model} commands={this.commands} />}
       </UseSignal>
     );
   }
 }
 
-function SidebarView(props: { model: OsireModel; token: string }): JSX.Element {
+function SidebarView(props: { model: OsireModel; commands: CommandRegistry }): JSX.Element {
   const { model } = props;
   const live = (model.deployments ?? []).filter(d => !TERMINAL_STATES.has(d.state));
   const ended = (model.deployments ?? []).filter(d => TERMINAL_STATES.has(d.state));
@@ -98,7 +78,7 @@ function SidebarView(props: { model: OsireModel; token: string }): JSX.Element {
         />
         <ul className="jp-OsireSidebar-list" aria-live="polite">
           {live.map(d => (
-            <DeploymentItem key={d.id} deployment={d} model={model} token={props.token} />
+            <DeploymentItem key={d.id} deployment={d} model={model} commands={props.commands} />
           ))}
         </ul>
       </section>
@@ -115,7 +95,7 @@ function SidebarView(props: { model: OsireModel; token: string }): JSX.Element {
         />
         <ul className="jp-OsireSidebar-list">
           {(model.catalog?.models ?? []).map(m => (
-            <CatalogItem key={m.name} entry={m} model={model} />
+            <LaunchForm key={m.name} entry={m} model={model} />
           ))}
         </ul>
         {(model.catalog?.problems ?? []).length > 0 && (
@@ -134,7 +114,7 @@ function SidebarView(props: { model: OsireModel; token: string }): JSX.Element {
       </section>
 
       {ended.length > 0 && (
-        <FinishedSection deployments={ended} model={model} token={props.token} />
+        <FinishedSection deployments={ended} model={model} commands={props.commands} />
       )}
 
       <footer className="jp-OsireSidebar-footer">
@@ -185,7 +165,7 @@ function ListStatus(props: {
 function FinishedSection(props: {
   deployments: IDeployment[];
   model: OsireModel;
-  token: string;
+  commands: CommandRegistry;
 }): JSX.Element {
   const recent = props.deployments.some(d => Date.now() / 1000 - d.created < 3600);
   const [open, setOpen] = React.useState(recent);
@@ -201,7 +181,7 @@ function FinishedSection(props: {
         </summary>
         <ul className="jp-OsireSidebar-list">
           {props.deployments.slice(0, 20).map(d => (
-            <DeploymentItem key={d.id} deployment={d} model={props.model} token={props.token} />
+            <DeploymentItem key={d.id} deployment={d} model={props.model} commands={props.commands} />
           ))}
         </ul>
       </details>
@@ -209,144 +189,16 @@ function FinishedSection(props: {
   );
 }
 
-function CatalogItem(props: { entry: ICatalogModel; model: OsireModel }): JSX.Element {
-  const { entry, model } = props;
-  const defaults = entry.resources ?? {};
-  const [values, setValues] = React.useState<Record<string, string>>(() =>
-    Object.fromEntries(EDITABLE.map(f => [f.key, defaults[f.key] != null ? String(defaults[f.key]) : '']))
-  );
-  const [open, setOpen] = React.useState(false);
-  const [busy, setBusy] = React.useState(false);
-  const [error, setError] = React.useState<ApiError | null>(null);
-  const id = domId(entry.name);
-
-  const fieldError = (key: string): string | null =>
-    error && error.param === `resources.${key}` ? error.message : null;
-  const generalError =
-    error && !EDITABLE.some(f => error.param === `resources.${f.key}`) ? error.message : null;
-
-  const launch = async (): Promise<void> => {
-    setBusy(true);
-    setError(null);
-    const resources: Resources = {};
-    for (const f of EDITABLE) {
-      const value = values[f.key].trim();
-      const initial = defaults[f.key] != null ? String(defaults[f.key]) : '';
-      if (value !== initial && value !== '') {
-        (resources as Record<string, unknown>)[f.key] = f.key === 'gpus' && /^\d+$/.test(value) ? Number(value) : value;
-      }
-    }
-    try {
-      await model.launch({
-        model: entry.name,
-        ...(Object.keys(resources).length ? { resources } : {})
-      });
-    } catch (e) {
-      const err = e instanceof ApiError ? e : new ApiError(String(e), 0);
-      setError(err);
-      if (err.param && err.param.startsWith('resources.')) {
-        setOpen(true);
-      }
-    } finally {
-      setBusy(false);
-    }
-  };
-
-  return (
-    <li className="jp-OsireSidebar-card jp-OsireSidebar-model" data-model={entry.name}>
-      <div className="jp-OsireSidebar-row">
-        <div className="jp-OsireSidebar-main">
-          <div className="jp-OsireSidebar-name" title={entry.model}>
-            {entry.name}
-          </div>
-          {entry.description && (
-            <div className="jp-OsireSidebar-description">{entry.description}</div>
-          )}
-          <div className="jp-OsireSidebar-meta">{summarize(defaults, entry.engine)}</div>
-        </div>
-        <button
-          type="button"
-          className="jp-OsireSidebar-button jp-mod-accept"
-          aria-label={`Launch ${entry.name}`}
-          disabled={busy}
-          onClick={() => void launch()}
-        >
-          {busy ? 'Launching…' : 'Launch'}
-        </button>
-      </div>
-      <details
-        className="jp-OsireSidebar-resources"
-        open={open}
-        onToggle={e => setOpen((e.currentTarget as HTMLDetailsElement).open)}
-      >
-        <summary>Resources</summary>
-        <div className="jp-OsireSidebar-fields">
-          {EDITABLE.map(f => {
-            const ferr = fieldError(f.key);
-            const inputId = `${id}-${f.key}`;
-            return (
-              <div className="jp-OsireSidebar-field" key={f.key}>
-                <label htmlFor={inputId}>{f.label}</label>
-                <input
-                  id={inputId}
-                  className={`jp-OsireSidebar-input${ferr ? ' jp-mod-invalid' : ''}`}
-                  type={f.key === 'gpus' ? 'number' : 'text'}
-                  min={f.key === 'gpus' ? 0 : undefined}
-                  name={f.key}
-                  placeholder={f.hint}
-                  value={values[f.key]}
-                  aria-invalid={ferr ? true : undefined}
-                  aria-describedby={ferr ? `${inputId}-error` : undefined}
-                  onChange={e => {
-                    const value = e.currentTarget.value;
-                    setValues(v => ({ ...v, [f.key]: value }));
-                    if (ferr) {
-                      setError(null);
-                    }
-                  }}
-                  onKeyDown={e => {
-                    if (e.key === 'Enter') {
-                      void launch();
-                    }
-                  }}
-                />
-                {ferr && (
-                  <div id={`${inputId}-error`} className="jp-OsireSidebar-fieldError" role="alert">
-                    {ferr}
-                  </div>
-                )}
-              </div>
-            );
-          })}
-        </div>
-      </details>
-      {generalError && (
-        <div className="jp-OsireSidebar-error" role="alert">
-          {generalError}
-        </div>
-      )}
-    </li>
-  );
-}
-
 function DeploymentItem(props: {
   deployment: IDeployment;
   model: OsireModel;
-  token: string;
+  commands: CommandRegistry;
 }): JSX.Element {
-  const { deployment: d, model, token } = props;
+  const { deployment: d, model, commands } = props;
   const stopping = model.stopping.has(d.id) || d.state === 'stopping';
   const terminal = TERMINAL_STATES.has(d.state);
-  const [copied, setCopied] = React.useState(false);
-
-  const copy = (): void => {
-    Clipboard.copyToSystem(openaiSnippet(model.api.openaiBaseUrl(), d.model, token));
-    setCopied(true);
-    Notification.success(`OpenAI snippet for ${d.model} copied to the clipboard`, {
-      autoClose: 3000
-    });
-    window.setTimeout(() => setCopied(false), 2000);
-  };
+  const words = describeDeployment(d, Date.now() / 1000);
+  const run = (id: string): void => void commands.execute(id, { id: d.id });
 
   return (
     <li
@@ -361,44 +213,85 @@ function DeploymentItem(props: {
         <StateBadge state={d.state} />
       </div>
       <div className="jp-OsireSidebar-meta">
-        <span className="jp-OsireSidebar-detail">{describe(d)}</span>
+        <span className="jp-OsireSidebar-detail">{words.summary}</span>
       </div>
-      {(d.state === 'ready' || !terminal) && (
-        <div className="jp-OsireSidebar-actions">
-          {d.state === 'ready' && (
+      {words.details.length > 0 && (
+        <ul className="jp-OsireSidebar-explain">
+          {words.details.map((line, i) => (
+            <li key={i}>{line}</li>
+          ))}
+        </ul>
+      )}
+      {d.state === 'ready' && (
+        <UseSignal signal={model.metricsChanged}>
+          {() => <MetricsView history={model.metrics.get(d.id)} model={d.model} />}
+        </UseSignal>
+      )}
+      <div className="jp-OsireSidebar-actions">
+        {d.state === 'ready' && (
+          <>
+            <button
+              type="button"
+              className="jp-OsireSidebar-button jp-mod-accept"
+              aria-label={`Open playground for ${d.model}`}
+              title="Chat with this model in a playground tab"
+              onClick={() => run(CommandIDs.openPlayground)}
+            >
+              Playground
+            </button>
+            <button
+              type="button"
+              className="jp-OsireSidebar-button"
+              aria-label={`Insert code calling ${d.model} into the notebook`}
+              title="Add a cell calling this model with jupyter_osire_llm.client() below the active cell of the current notebook"
+              onClick={() => run(CommandIDs.insertSnippet)}
+            >
+              Insert
+            </button>
             <button
               type="button"
               className="jp-OsireSidebar-button"
               aria-label={`Copy OpenAI snippet for ${d.model}`}
               title="Copy Python code that calls this model with the OpenAI client"
-              onClick={copy}
+              onClick={() => run(CommandIDs.copySnippet)}
             >
-              {copied ? 'Copied ✓' : 'Copy snippet'}
+              Copy code
             </button>
-          )}
-          {!terminal && (
-            <button
-              type="button"
-              className="jp-OsireSidebar-button jp-mod-warn"
-              aria-label={`Stop ${d.model}`}
-              disabled={stopping}
-              onClick={() => void model.stop(d.id)}
-            >
-              {stopping ? 'Stopping…' : 'Stop'}
-            </button>
-          )}
-        </div>
-      )}
+          </>
+        )}
+        {d.replicas.some(r => r.job_id) && (
+          <button
+            type="button"
+            className="jp-OsireSidebar-button"
+            aria-label={`Open log of ${d.model}`}
+            title="Follow the job's log in a tab, with search"
+            onClick={() => run(CommandIDs.openLogs)}
+          >
+            Log
+          </button>
+        )}
+        {!terminal && (
+          <button
+            type="button"
+            className="jp-OsireSidebar-button jp-mod-warn"
+            aria-label={`Stop ${d.model}`}
+            disabled={stopping}
+            onClick={() => run(CommandIDs.stop)}
+          >
+            {stopping ? 'Stopping…' : 'Stop'}
+          </button>
+        )}
+      </div>
       {d.replicas.length > 1 && (
-        <ul className="jp-OsireSidebar-replicas">
+        <ul className="jp-OsireSidebar-replicas" aria-label="Replicas">
           {d.replicas.map(r => (
             <li key={r.index}>
-              <StateBadge state={r.state} small /> #{r.index} {replicaDetail(r)}
+              <StateBadge state={r.state} small /> #{r.index} {describeReplica(r)}
             </li>
           ))}
         </ul>
       )}
-      {d.state !== 'stopped' && <LogTail deployment={d} model={model} />}
+      {d.state === 'failed' && <LogTail deployment={d} model={model} />}
     </li>
   );
 }
@@ -417,10 +310,9 @@ function StateBadge(props: { state: DeploymentState; small?: boolean }): JSX.Ele
   );
 }
 
-/** The log tail: shown open for failed deployments (the reason is usually there). */
+/** A failed deployment's log tail (the reason is usually there); the full log is a click away. */
 function LogTail(props: { deployment: IDeployment; model: OsireModel }): JSX.Element {
   const { deployment: d, model } = props;
-  const failed = d.state === 'failed';
   const [open, setOpen] = React.useState(false);
   const [lines, setLines] = React.useState<string | null>(null);
   const [error, setError] = React.useState<string | null>(null);
@@ -473,7 +365,7 @@ function LogTail(props: { deployment: IDeployment; model: OsireModel }): JSX.Ele
       open={open}
       onToggle={e => setOpen((e.currentTarget as HTMLDetailsElement).open)}
     >
-      <summary>{failed ? 'Log tail' : 'Log'}</summary>
+      <summary>Log tail</summary>
       {error && <div className="jp-OsireSidebar-error">{error}</div>}
       <pre ref={pre} className="jp-OsireSidebar-pre" tabIndex={0} aria-label={`Log of ${d.model}`}>
         {text ?? (open ? 'Loading…' : '')}
@@ -481,102 +373,4 @@ function LogTail(props: { deployment: IDeployment; model: OsireModel }): JSX.Ele
       </pre>
     </details>
   );
-}
-
-/** One line saying what is going on: Slurm's reason, elapsed time, where it runs. */
-export function describe(d: IDeployment): string {
-  const r = d.replicas[0];
-  switch (d.state) {
-    case 'queued': {
-      const parts = [d.reason || r?.reason ? `waiting: ${d.reason || r?.reason}` : 'waiting for the scheduler'];
-      const est = d.replicas.map(x => x.estimated_start).find(x => x);
-      if (est) {
-        parts.push(`est. start ${formatWhen(est)}`);
-      }
-      return parts.join(' · ');
-    }
-    case 'starting': {
-      const elapsed = d.replicas.map(x => x.elapsed).find(x => x != null);
-      const where = r?.node ? ` on ${r.node}` : '';
-      return `engine loading${where}${elapsed != null ? ` · ${formatDuration(elapsed)}` : ''}`;
-    }
-    case 'ready': {
-      const ready = d.replicas.filter(x => x.state === 'ready');
-      const nodes = Array.from(new Set(ready.map(x => x.node || x.host).filter(Boolean)));
-      const count = d.replicas.length > 1 ? `${ready.length}/${d.replicas.length} replicas · ` : '';
-      return `${count}${nodes.length ? `on ${nodes.join(', ')}` : 'serving'}`;
-    }
-    case 'stopping':
-      return 'cancelling the job';
-    case 'failed':
-      return d.reason || r?.reason || 'failed';
-    case 'stopped':
-      return `${d.reason || 'stopped'} · launched ${formatWhen(d.created)}`;
-    default:
-      return d.reason ?? '';
-  }
-}
-
-function replicaDetail(r: IReplica): string {
-  const parts = [r.job_id ? `job ${r.job_id}` : 'not submitted'];
-  if (r.node) {
-    parts.push(r.node);
-  }
-  if (r.reason) {
-    parts.push(r.reason);
-  }
-  return parts.join(' · ');
-}
-
-function summarize(res: Resources, engine: string): string {
-  const parts: string[] = [];
-  if (res.gpus) {
-    parts.push(`${res.gpus} GPU${res.gpus === 1 ? '' : 's'}${res.gpu_type ? ` (${res.gpu_type})` : ''}`);
-  } else {
-    parts.push('no GPU');
-  }
-  if (res.cpus != null) {
-    parts.push(`${res.cpus} CPU${res.cpus === 1 ? '' : 's'}`);
-  }
-  if (res.memory) {
-    parts.push(String(res.memory));
-  }
-  if (res.time) {
-    parts.push(String(res.time));
-  }
-  if (res.partition) {
-    parts.push(String(res.partition));
-  }
-  parts.push(engine);
-  return parts.join(' · ');
-}
-
-export function formatDuration(seconds: number): string {
-  const s = Math.max(0, Math.round(seconds));
-  if (s < 60) {
-    return `${s}s`;
-  }
-  const m = Math.floor(s / 60);
-  if (m < 60) {
-    return `${m}m ${String(s % 60).padStart(2, '0')}s`;
-  }
-  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, '0')}m`;
-}
-
-function formatWhen(epochSeconds: number): string {
-  const delta = epochSeconds - Date.now() / 1000;
-  if (Math.abs(delta) < 60) {
-    return delta >= 0 ? 'now' : 'just now';
-  }
-  if (delta > 0 && delta < 86400) {
-    return `in ${formatDuration(delta)}`;
-  }
-  if (delta < 0 && delta > -86400) {
-    return `${formatDuration(-delta)} ago`;
-  }
-  return new Date(epochSeconds * 1000).toLocaleString();
-}
-
-function domId(name: string): string {
-  return `osire-${name.replace(/[^A-Za-z0-9_-]/g, '_')}`;
 }

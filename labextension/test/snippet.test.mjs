@@ -1,16 +1,15 @@
-// Unit test of the "Copy snippet" text, run by node's own test runner over the compiled lib/:
-//   npm run build:lib && npm test
+// Unit test of the "Copy code" / "Insert" text, run by node's own test runner over the compiled
+// lib/ (npm run build:lib && npm test; pytest: tests/ui/test_ts_units.py).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import { load } from './load.mjs';
 
-// lib/ is an ES module without "type": "module" in package.json: load its text as one.
 // OSIRE_SNIPPET_JS names another compiled snippet.js (tests/client/test_snippet.py uses it).
-const path = process.env.OSIRE_SNIPPET_JS || new URL('../lib/snippet.js', import.meta.url);
-const source = await readFile(path, 'utf8');
-const { openaiSnippet } = await import(
-  'data:text/javascript;base64,' + Buffer.from(source).toString('base64')
-);
+const { openaiSnippet } = process.env.OSIRE_SNIPPET_JS
+  ? await import('data:text/javascript;base64,' +
+      Buffer.from(await readFile(process.env.OSIRE_SNIPPET_JS, 'utf8')).toString('base64'))
+  : await load('snippet');
 
 test('the snippet never contains the token or the server URL', () => {
   const text = openaiSnippet('http://127.0.0.1:8888/osire/v1', 'fake-chat', 'SECRET');

@@ -9,50 +9,27 @@ and the built labextension (`pip install -e .` or `pip install .` builds it).
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
+from labserver import ARTIFACTS, BUNDLE, CHROMIUM, TOKEN, api, dismiss_toasts, jupyter_lab, \
+    lab_page, shoot
+
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-BUNDLE = REPO / "jupyter_osire_llm" / "labextension"
 FAKE_ENGINE = REPO / "tests" / "fake_engine.py"
-ARTIFACTS = REPO / "test-artifacts" / "ui"
-TOKEN = "osire-ui-test-token"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 READY_TIMEOUT_MS = 60_000
 
 if not CHROMIUM.exists():
     pytest.skip("browser tests need Debian's chromium at /usr/bin/chromium "
                 "(apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _api(base: str, path: str, method: str = "GET") -> Any:
-    request = urllib.request.Request(f"{base}/osire/api/{path}", method=method,
-                                     headers={"Authorization": f"token {TOKEN}"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read() or b"null")
 
 
 def _write_catalog(path: Path) -> None:
@@ -95,98 +72,22 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not FAKE_ENGINE.exists():
         pytest.skip(f"fake engine missing: {FAKE_ENGINE}")
     tmp = tmp_path_factory.mktemp("lab")
-    home, work, state = tmp / "home", tmp / "work", tmp / "osire"
-    for folder in (home, work, state):
-        folder.mkdir()
     catalog = tmp / "catalog.yaml"
     _write_catalog(catalog)
-    # The built bundle, found through an extra labextensions path (works without installing).
-    extensions = tmp / "labextensions"
-    extensions.mkdir()
-    (extensions / "jupyter-osire-llm").symlink_to(BUNDLE, target_is_directory=True)
-    # No news toast or update check over the screenshots.
-    settings = tmp / "user-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    config = tmp / "config"
-    config.mkdir()
-    (config / "jupyter_server_config.json").write_text(json.dumps({
-        "ServerApp": {"jpserver_extensions": {"jupyter_osire_llm": True}},
-        "LabApp": {"extra_labextensions_path": [str(extensions)],
-                   "user_settings_dir": str(tmp / "user-settings"),
-                   "workspaces_dir": str(tmp / "workspaces")},
-    }))
-    env = {**os.environ, "HOME": str(home), "JUPYTER_CONFIG_DIR": str(config),
-           "JUPYTER_DATA_DIR": str(tmp / "data"), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
-           "IPYTHONDIR": str(tmp / "ipython"), "PYTHONPATH": str(REPO)}
-    env.pop("JUPYTER_TOKEN", None)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log_path = tmp / "jupyter.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={work}",
-         "--OsireLLM.scheduler=local", f"--OsireLLM.catalog={catalog}",
-         f"--OsireLLM.job_root={state / 'jobs'}", f"--OsireLLM.db_path={state / 'osire.db'}",
-         "--OsireLLM.max_gpus=1", "--OsireLLM.local_gpus=1", *(["--allow-root"] if os.geteuid() == 0 else [])],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        health: Any = None
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                health = _api(base, "health")
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.3)
-        if health is None:
-            pytest.fail(f"jupyter lab did not answer /osire/api/health:\n{log_path.read_text()}")
-        assert health["scheduler"]["name"] == "local", health
+    state = tmp / "osire"
+    with jupyter_lab(tmp, ["--OsireLLM.scheduler=local", f"--OsireLLM.catalog={catalog}",
+                           f"--OsireLLM.job_root={state / 'jobs'}",
+                           f"--OsireLLM.db_path={state / 'osire.db'}",
+                           "--OsireLLM.max_gpus=1", "--OsireLLM.local_gpus=1"]) as base:
+        assert api(base, "health")["scheduler"]["name"] == "local"
         yield base
-    finally:
-        try:  # leave no fake engine behind: stop whatever is still live
-            for d in _api(base, "deployments")["deployments"]:
-                if d["state"] not in ("stopped", "failed"):
-                    _api(base, f"deployments/{d['id']}", "DELETE")
-        except Exception:  # noqa: BLE001 - best effort; the server may already be gone
-            pass
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
-        log.close()
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(log_path, ARTIFACTS / "jupyter.log")
 
 
 @pytest.fixture(scope="module")
 def page(lab: str) -> Iterator[Any]:
     """The JupyterLab page with the LLMs sidebar open."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
-        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=lab)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{lab}/lab?token={TOKEN}")
-        tab = page.locator('.jp-SideBar [data-id="jupyter-osire-llm-sidebar"]')
-        tab.wait_for(timeout=60_000)
-        assert tab.get_attribute("title") == "LLMs"
-        tab.click()
-        page.locator("#jupyter-osire-llm-sidebar").wait_for(state="visible")
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
-        assert not [e for e in errors if "osire" in e.lower()], errors
+    with lab_page(sync_api, lab) as page:
+        yield page
 
 
 def _card(page: Any, model: str) -> Any:
@@ -198,6 +99,10 @@ def _deployment(page: Any, model: str) -> Any:
         has=page.locator(".jp-OsireSidebar-name", has_text=model)).first
 
 
+def _toast(page: Any, text: str) -> Any:
+    return page.locator(".Toastify__toast").filter(has_text=text)
+
+
 def test_catalog_and_scheduler_footer(page: Any) -> None:
     card = _card(page, "tiny-chat")
     card.wait_for()
@@ -205,10 +110,66 @@ def test_catalog_and_scheduler_footer(page: Any) -> None:
     assert card.get_by_role("button", name="Launch tiny-chat").is_enabled()
     footer = page.locator(".jp-OsireSidebar-footer")
     sync_api.expect(footer).to_contain_text("Scheduler: local")
-    page.screenshot(path=ARTIFACTS / "01-catalog.png")
+    shoot(page, "01-catalog")
 
 
-def test_over_limit_error_next_to_field(page: Any) -> None:
+def test_commands_in_the_palette_and_the_panel_shortcut(page: Any) -> None:
+    page.keyboard.press("Control+Shift+C")
+    search = page.locator(".lm-CommandPalette-input")
+    search.wait_for()
+    labels = {}
+    for query, label in [("Open Playground", "Open Playground…"),
+                         ("Launch a Model", "Launch a Model…"),
+                         ("Stop a Model", "Stop a Model…"),
+                         ("Open Log Viewer", "Open Log Viewer…"),
+                         ("Insert Model Call", "Insert Model Call into Notebook…"),
+                         ("Open the LLMs Panel", "Open the LLMs Panel")]:
+        search.fill(query)
+        item = page.locator(".lm-CommandPalette-item").filter(has_text=label).first
+        sync_api.expect(item).to_be_visible()
+        labels[label] = item.locator(".lm-CommandPalette-itemShortcut").inner_text()
+    search.fill("LLMs")
+    shoot(page, "08-palette")
+    page.keyboard.press("Escape")
+    assert labels["Open the LLMs Panel"].strip(), "the panel command shows its shortcut"
+    # The shortcut brings the panel back after it was folded away.
+    page.locator('.jp-SideBar [data-id="jupyter-osire-llm-sidebar"]').click()
+    sync_api.expect(page.locator("#jupyter-osire-llm-sidebar")).to_be_hidden()
+    page.locator(".jp-LabShell").click(position={"x": 640, "y": 400})
+    page.keyboard.press("Control+Shift+M")
+    sync_api.expect(page.locator("#jupyter-osire-llm-sidebar")).to_be_visible()
+
+
+def test_settings_in_the_settings_editor(page: Any) -> None:
+    page.evaluate("window.jupyterapp.commands.execute('settingeditor:open', {query: 'LLMs'})")
+    editor = page.locator(".jp-SettingsPanel, .jp-SettingsEditor").first
+    editor.wait_for()
+    page.locator(".jp-PluginList-entry").filter(has_text="LLMs").first.click()
+    for title in ("Refresh interval (seconds)", "Resources in the launch form",
+                  "Metrics window (minutes)"):
+        sync_api.expect(page.get_by_text(title, exact=True).first).to_be_visible()
+    shoot(page, "09-settings")
+    page.evaluate("window.jupyterapp.commands.execute('application:close-all')")
+
+
+def test_form_checks_fields_before_sending(page: Any) -> None:
+    card = _card(page, "tiny-chat")
+    card.locator("summary", has_text="Resources").click()
+    time_field = card.get_by_label("Time")
+    time_field.fill("4 hours")
+    time_field.blur()
+    error = card.locator(".jp-OsireSidebar-fieldError")
+    sync_api.expect(error).to_contain_text("HH:MM:SS")
+    assert time_field.get_attribute("aria-invalid") == "true"
+    card.get_by_role("button", name="Launch tiny-chat").click()
+    sync_api.expect(time_field).to_be_focused()
+    assert page.locator(".jp-OsireSidebar-deployment").count() == 0, "an invalid form launched"
+    time_field.fill("00:30:00")
+    sync_api.expect(error).to_have_count(0)
+    card.locator("summary", has_text="Resources").click()
+
+
+def test_over_limit_error_next_to_field_and_notified(page: Any) -> None:
     card = _card(page, "tiny-chat")
     card.locator("summary", has_text="Resources").click()
     gpus = card.get_by_label("GPUs")
@@ -217,8 +178,12 @@ def test_over_limit_error_next_to_field(page: Any) -> None:
     error = card.locator(".jp-OsireSidebar-fieldError")
     sync_api.expect(error).to_contain_text("over the site limit of 1")
     assert gpus.get_attribute("aria-invalid") == "true"
+    # The server's own message, as a JupyterLab notification too.
+    sync_api.expect(_toast(page, "Launch of tiny-chat refused")).to_contain_text(
+        "over the site limit of 1")
     assert page.locator(".jp-OsireSidebar-deployment").count() == 0, "a rejected launch ran"
-    page.screenshot(path=ARTIFACTS / "02-launch-error.png")
+    shoot(page, "02-launch-error")
+    dismiss_toasts(page)
     gpus.fill("")
     sync_api.expect(error).to_have_count(0)
     card.locator("summary", has_text="Resources").click()
@@ -231,16 +196,19 @@ def test_launch_until_ready_then_copy_snippet(page: Any, lab: str) -> None:
     # The engine takes 4 s to become healthy: long enough to see "starting" with its elapsed time.
     sync_api.expect(deployment).to_have_attribute("data-state", "starting", timeout=30_000)
     sync_api.expect(deployment.locator(".jp-OsireSidebar-badge")).to_have_text("Starting")
-    page.screenshot(path=ARTIFACTS / "03-starting.png")
+    sync_api.expect(deployment).to_contain_text("engine loading the model")
+    shoot(page, "03-starting")
     sync_api.expect(deployment).to_have_attribute("data-state", "ready", timeout=READY_TIMEOUT_MS)
     sync_api.expect(deployment.locator(".jp-OsireSidebar-badge")).to_have_text("Ready")
+    sync_api.expect(_toast(page, "tiny-chat is ready")).to_be_visible()
     deployment.get_by_role("button", name="Copy OpenAI snippet for tiny-chat").click()
     snippet = page.evaluate("navigator.clipboard.readText()")
     # No URL and no token in the text: client() finds the server (issue 9).
     assert TOKEN not in snippet and "from jupyter_osire_llm import client" in snippet, snippet
     assert 'model="tiny-chat"' in snippet, snippet
     page.wait_for_timeout(1000)  # let the "copied" toast slide in before the screenshot
-    page.screenshot(path=ARTIFACTS / "04-ready.png")
+    shoot(page, "04-ready")
+    dismiss_toasts(page)
     (ARTIFACTS / "snippet.py").write_text(snippet)
     # The snippet works as copied: the OpenAI client reaches the model through the proxy.
     # Outside the lab's kernels the server is named by the environment (never argv).
@@ -251,17 +219,71 @@ def test_launch_until_ready_then_copy_snippet(page: Any, lab: str) -> None:
     assert run.stdout.strip(), "the snippet printed no answer"
 
 
+def test_figures_only_for_what_the_engine_exports(page: Any) -> None:
+    """The fake engine exports the request gauges only: no KV-cache or tokens/s line (no zeros)."""
+    deployment = _deployment(page, "tiny-chat")
+    running = deployment.locator('.jp-OsireMetrics-item[data-series="running"]')
+    sync_api.expect(running).to_have_count(1, timeout=30_000)
+    sync_api.expect(deployment.locator('[data-series="waiting"]')).to_have_count(1)
+    assert deployment.locator('[data-series="kvCache"]').count() == 0
+    assert deployment.locator('[data-series="tokensPerSecond"]').count() == 0
+    svg = running.locator("svg")
+    assert svg.get_attribute("role") == "img" and "Running: now" in svg.get_attribute("aria-label")
+
+
+def test_playground_streams_an_answer(page: Any) -> None:
+    deployment = _deployment(page, "tiny-chat")
+    deployment.get_by_role("button", name="Open playground for tiny-chat").click()
+    panel = page.locator(".jp-OsirePlayground").last
+    message = panel.get_by_label("Message to tiny-chat")
+    sync_api.expect(message).to_be_focused()
+    panel.get_by_label("Max tokens").fill("12")
+    message.focus()
+    message.fill("Say something")
+    page.keyboard.press("Enter")
+    answer = panel.locator('.jp-OsirePlayground-turn[data-role="assistant"]').last
+    sync_api.expect(answer).to_have_attribute("data-done", "true", timeout=30_000)
+    sync_api.expect(answer.locator(".jp-RenderedMarkdown")).to_contain_text("t0 t1")
+    stats = panel.locator(".jp-OsirePlayground-stats")
+    sync_api.expect(stats).to_contain_text("Tokens: 12")
+    assert stats.get_attribute("data-ttft") != ""
+    shoot(page, "10-playground-fake")
+    panel.get_by_role("button", name="Clear the conversation").click()
+    sync_api.expect(panel.locator(".jp-OsirePlayground-turn")).to_have_count(0)
+    page.evaluate("window.jupyterapp.commands.execute('application:close-all')")
+
+
+def test_log_viewer_follows_and_searches(page: Any) -> None:
+    _deployment(page, "tiny-chat").get_by_role("button", name="Open log of tiny-chat").click()
+    viewer = page.locator(".jp-OsireLog").last
+    lines = viewer.locator(".jp-OsireLog-lines")
+    sync_api.expect(lines).not_to_have_attribute("data-lines", "0", timeout=30_000)
+    search = viewer.get_by_label("Search the log")
+    sync_api.expect(search).to_be_focused()
+    first_word = lines.locator(".jp-OsireLog-line").first.inner_text().split()[0]
+    search.fill(first_word)
+    sync_api.expect(viewer.locator(".jp-OsireLog-line mark").first).to_be_visible()
+    search.press("Enter")
+    sync_api.expect(viewer.locator(".jp-OsireLog-count")).to_contain_text("1/")
+    sync_api.expect(viewer.locator(".jp-OsireLog-line.jp-mod-current")).to_have_count(1)
+    shoot(page, "11-log-viewer")
+    page.evaluate("window.jupyterapp.commands.execute('application:close-all')")
+
+
 def test_failed_launch_shows_reason_and_log_tail(page: Any) -> None:
     _card(page, "broken-model").get_by_role("button", name="Launch broken-model").click()
     deployment = _deployment(page, "broken-model")
     sync_api.expect(deployment).to_have_attribute("data-state", "failed",
                                                   timeout=READY_TIMEOUT_MS)
     sync_api.expect(deployment.locator(".jp-OsireSidebar-badge")).to_have_text("Failed")
+    sync_api.expect(deployment).to_contain_text("exit code 3")
+    sync_api.expect(_toast(page, "broken-model failed")).to_be_visible()
     deployment.locator("summary", has_text="Log tail").click()
     log = deployment.locator(".jp-OsireSidebar-pre")
     sync_api.expect(log).not_to_have_text("Loading…")
     deployment.scroll_into_view_if_needed()
-    page.screenshot(path=ARTIFACTS / "05-failed.png")
+    shoot(page, "05-failed")
+    dismiss_toasts(page)
 
 
 def test_stop_ends_in_stopped(page: Any) -> None:
@@ -272,7 +294,7 @@ def test_stop_ends_in_stopped(page: Any) -> None:
     sync_api.expect(stopped).to_have_count(1, timeout=30_000)
     sync_api.expect(page.locator('.jp-OsireSidebar-deployment[data-state="ready"]')) \
         .to_have_count(0)
-    page.screenshot(path=ARTIFACTS / "06-stopped.png")
+    shoot(page, "06-stopped")
 
 
 def test_second_gpu_launch_queues_with_reason(page: Any) -> None:
@@ -286,7 +308,9 @@ def test_second_gpu_launch_queues_with_reason(page: Any) -> None:
     sync_api.expect(queued).to_have_count(1, timeout=30_000)
     sync_api.expect(queued.locator(".jp-OsireSidebar-badge")).to_have_text("Queued")
     sync_api.expect(queued).to_contain_text("Resources")
-    page.screenshot(path=ARTIFACTS / "07-queued.png")
+    sync_api.expect(queued).to_contain_text("waiting for GPUs, CPUs or memory to become free")
+    dismiss_toasts(page)
+    shoot(page, "07-queued")
     running.get_by_role("button", name="Stop gpu-chat").click()   # frees the GPU
     sync_api.expect(queued).to_have_count(0, timeout=30_000)
     page.locator('.jp-OsireSidebar-deployment[data-state="starting"], '
