@@ -17,8 +17,11 @@ from engine_tools import free_port
 
 
 class JupyterServer:
-    def __init__(self, workdir: Path, osire: dict[str, Any], env: Optional[dict] = None) -> None:
-        self.workdir, self.osire = workdir, osire
+    """``base_url``: as under Open OnDemand (``/node/<host>/<port>/``); default ``/``."""
+
+    def __init__(self, workdir: Path, osire: dict[str, Any], env: Optional[dict] = None,
+                 base_url: str = "/") -> None:
+        self.workdir, self.osire, self.base_url = workdir, osire, base_url
         self.token = secrets.token_hex(16)
         self.port = free_port()
         self.env = {**os.environ, **(env or {}), "JUPYTER_CONFIG_DIR": str(workdir / "config"),
@@ -29,7 +32,7 @@ class JupyterServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"http://127.0.0.1:{self.port}{self.base_url}"
 
     def start(self, timeout: float = 60) -> "JupyterServer":
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -38,20 +41,21 @@ class JupyterServer:
         (self.workdir / "server_config.json").write_text(json.dumps(config))
         argv = [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
                 f"--port={self.port}", "--ServerApp.port_retries=0", "--ip=127.0.0.1",
-                f"--ServerApp.root_dir={self.workdir}",
+                f"--ServerApp.base_url={self.base_url}", f"--ServerApp.root_dir={self.workdir}",
                 f"--config={self.workdir / 'server_config.json'}"]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                     start_new_session=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                         env=self.env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"jupyter server exited: {self.log_path.read_text()[-3000:]}")
             try:
-                self.request("GET", "osire/api/health")
-                return self
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.2)
+                if self.request("GET", "osire/api/health")[0] == 200:
+                    return self
+            except (urllib.error.URLError, ConnectionError, ValueError):
+                pass
+            time.sleep(0.2)
         raise RuntimeError(f"jupyter server not up in {timeout}s: {self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:

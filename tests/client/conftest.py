@@ -5,17 +5,11 @@ No test hands a URL or a token to a kernel or to ``jupyter osire``: both find th
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
-import sys
 import time
-import urllib.error
 from pathlib import Path
 from typing import Any, Optional
 
-import pytest
 import yaml
 
 from lifecycle_catalog import write_catalog
@@ -55,44 +49,13 @@ class Server(JupyterServer):
     def __init__(self, workdir: Path, osire: dict[str, Any], base_url: str = "/",
                  env: Optional[dict] = None) -> None:
         clean = {k: v for k, v in os.environ.items() if k not in DISCOVERY_ENV}
-        super().__init__(workdir, osire)
+        super().__init__(workdir, osire, base_url=base_url)
         self.env = {**clean, **(env or {}), **{k: self.env[k] for k in (
             "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR")}}
-        self.base_url = base_url
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.base_url}"
 
     @property
     def runtime_dir(self) -> Path:
         return Path(self.env["JUPYTER_RUNTIME_DIR"])
-
-    def start(self, timeout: float = 60) -> "Server":
-        """As JupyterServer.start, with the base URL on the command line."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        config = {"ServerApp": {"jpserver_extensions": {"jupyter_osire_llm": True}},
-                  "IdentityProvider": {"token": self.token}, "OsireLLM": self.osire}
-        (self.workdir / "server_config.json").write_text(json.dumps(config))
-        argv = [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
-                f"--port={self.port}", "--ServerApp.port_retries=0", "--ip=127.0.0.1",
-                f"--ServerApp.base_url={self.base_url}", f"--ServerApp.root_dir={self.workdir}",
-                f"--config={self.workdir / 'server_config.json'}"]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                     start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if self.request("GET", "osire/api/health")[0] == 200:
-                    return self
-            except (urllib.error.URLError, ConnectionError, ValueError):
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"not up in {timeout}s: {self.log_path.read_text()[-3000:]}")
 
     def client_env(self, **extra: str) -> dict[str, str]:
         """The environment of a shell of this server's user: its runtime dir, nothing more."""
@@ -148,7 +111,7 @@ class Kernel:
         self.kc = BlockingKernelClient(connection_file=str(connection))
         self.kc.load_connection_file()
         self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=60)
+        self.kc.wait_for_ready(timeout=180)   # a kernel starts slowly on a loaded 2-core CI box
 
     def run(self, code: str, timeout: float = 120) -> list[dict[str, Any]]:
         """Execute ``code``; every IOPub message it caused, until the kernel is idle again."""
@@ -188,26 +151,3 @@ def text_of(messages: list[dict[str, Any]]) -> str:
 
 def errors_of(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return outputs(messages, "error")
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster() -> str:
-    """The real Slurm test cluster: used as it is when its node already answers (the start
-    script serialises starts with a lock that a long-lived daemon can hold), else started by
-    scripts/slurm-cluster.sh as tests/conftest.py does."""
-    if os.environ.get("OSIRE_SKIP_SLURM"):
-        pytest.skip("OSIRE_SKIP_SLURM is set")
-    if shutil.which("sinfo"):
-        state = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True,
-                               text=True, timeout=30)
-        if state.returncode == 0 and state.stdout.strip().startswith(("idle", "mix", "alloc")):
-            return "slurm"
-    script = Path(__file__).resolve().parents[2] / "scripts" / "slurm-cluster.sh"
-    result = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True,
-                            timeout=300)
-    if result.returncode != 0 or shutil.which("sbatch") is None:
-        message = f"Slurm test cluster did not start:\n{result.stdout}\n{result.stderr}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return "slurm"

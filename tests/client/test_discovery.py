@@ -11,7 +11,7 @@ import time
 import pytest
 
 from jupyter_osire_llm import errors
-from jupyter_osire_llm._client import (AuthenticationFailed, Server, ServerNotFound, _choose,
+from jupyter_osire_llm._client import (AuthenticationFailed, Server, ServerNotFound,
                                        _error_from_response, describe, discover)
 from jupyter_osire_llm.cli import _new_lines
 
