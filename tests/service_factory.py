@@ -29,3 +29,14 @@ def make_service(tmp_path: Path, catalog, scheduler: Optional[Scheduler] = None,
                              scheduler=scheduler or LocalScheduler(tmp_path / "local"),
                              store=Store(tmp_path / "s.sqlite"), renderer=ScriptRenderer(),
                              job_root=job_root or tmp_path / "jobs", **options)
+
+
+async def cycles_until(monitor, done, limit: int = 100, pause: float = 0.1) -> None:
+    """Run monitor cycles until ``done()`` is true (at most ``limit`` cycles)."""
+    import asyncio
+    for _ in range(limit):
+        await monitor.cycle()
+        if done():
+            return
+        await asyncio.sleep(pause)
+    raise AssertionError("condition not reached")

@@ -12,7 +12,7 @@ from jupyter_osire_llm.errors import SchedulerUnavailable
 from jupyter_osire_llm.monitor import Monitor
 from jupyter_osire_llm.schedulers.base import Job, JobInfo, JobRequest, JobState, Scheduler
 from jupyter_osire_llm.schedulers.local import LocalScheduler
-from service_factory import make_service, one_model_catalog
+from service_factory import cycles_until, make_service, one_model_catalog
 
 
 class FaultyScheduler(Scheduler):
@@ -58,15 +58,6 @@ class Clock:
 
 def sleeper():
     return one_model_catalog("bash -c 'sleep 300' engine")   # an engine that never answers
-
-
-async def cycles_until(monitor: Monitor, done, limit: int = 100) -> None:
-    for _ in range(limit):
-        await monitor.cycle()
-        if done():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached")
 
 
 def test_failed_submit_and_failed_cancel_leave_the_first_replica_stopping(tmp_path):

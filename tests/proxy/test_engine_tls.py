@@ -20,7 +20,7 @@ from jupyter_osire_llm.proxy import ProxyConfig, UpstreamProxy
 from jupyter_osire_llm.router import Router
 from jupyter_osire_llm.schedulers.base import JobInfo, JobState
 from proxy_support import FakeSource
-from service_factory import make_service, one_model_catalog
+from service_factory import cycles_until, make_service, one_model_catalog
 
 KEY = "engine-key-that-must-never-show-7d1f"
 PROMPT = "a-prompt-that-must-never-show-92ac"
@@ -187,11 +187,7 @@ def test_an_impostor_never_makes_a_replica_ready(tmp_path, impostor):
 
     async def scenario() -> bytes:
         d = await service.launch("m")
-        for _ in range(100):
-            await monitor.cycle()
-            if service.get(d.id).replicas[0].port:
-                break
-            await asyncio.sleep(0.1)
+        await cycles_until(monitor, lambda: service.get(d.id).replicas[0].port)
         replica = service.get(d.id).replicas[0]
         assert replica.state == "starting" and replica.url.startswith("https://")
         tls = None
@@ -226,11 +222,7 @@ def test_a_stale_endpoint_file_never_makes_a_replica_ready(tls_engine, tmp_path)
 
     async def scenario() -> None:
         d = await service.launch("m")
-        for _ in range(100):
-            await monitor.cycle()
-            if service.get(d.id).replicas[0].run:
-                break
-            await asyncio.sleep(0.1)
+        await cycles_until(monitor, lambda: service.get(d.id).replicas[0].run)
         replica = service.get(d.id).replicas[0]
         other_job = {"host": "127.0.0.1", "port": tls_engine["port"], "job_id": "999999",
                      "run": "0-abc", "fingerprint": tls_engine["fingerprint"]}

@@ -167,15 +167,6 @@ def test_controller_outage_gives_typed_errors_then_recovers(backend: Backend):
 
 # ---------------------------------------------------------------- helpers
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = open(f"/proc/{pid}/stat").read()
-    return stat.split(")")[-1].split()[0] != "Z"
-
-
 def _forget(backend: Backend, job: Job) -> Job:
     """Make the backend lose its record of ``job``, as purging does."""
     if backend.kind == "local":
