@@ -2,7 +2,6 @@
 imports. The only slow case is the time limit on Slurm (checked every 30 s: 60-80 s)."""
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
