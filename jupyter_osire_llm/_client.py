@@ -439,6 +439,11 @@ class OsireClient:
     def stop(self, deployment_id: str) -> dict[str, Any]:
         return self.request("DELETE", f"deployments/{_quote(deployment_id)}")
 
+    def scale(self, deployment_id: str, replicas: int) -> dict[str, Any]:
+        """Run ``replicas`` replicas: more are submitted, fewer drain and are then cancelled."""
+        return self.request("PATCH", f"deployments/{_quote(deployment_id)}",
+                            {"replicas": replicas})
+
     def logs(self, deployment_id: str, tail: int = 100) -> list[dict[str, Any]]:
         return self.request("GET", f"deployments/{_quote(deployment_id)}/logs",
                             params={"tail": tail})["replicas"]

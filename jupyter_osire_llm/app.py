@@ -8,8 +8,8 @@ from typing import Optional
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import (CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode, default,
-                       validate)
+from traitlets import (Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode,
+                       default, validate)
 
 from . import __version__
 from .catalog import Catalog, load_catalog
@@ -18,6 +18,7 @@ from .deployments import DeploymentService
 from .errors import ConfigError, RequestError
 from .handlers import default_handlers
 from .monitor import Monitor
+from .policies import Policies, PolicyConfig
 from .proxy import build_proxy
 from .render import ScriptRenderer
 from .schedulers import choose_scheduler
@@ -67,6 +68,28 @@ class OsireLLM(ExtensionApp):
     proxy_idle_timeout = Float(300.0, config=True, help="Seconds a request or stream may wait "
                                "for the next bytes from an engine (not a total limit).")
     proxy_retries = Int(2, config=True, help="Other replicas tried when one refuses to connect.")
+    # Lifecycle policies (policies.py); catalog entries may set idle_timeout and pinned per model.
+    idle_timeout = Float(1800.0, config=True, help="Seconds a deployment may serve no inference "
+                         "request before it is stopped (health checks, metrics and the model "
+                         "list do not count; a stream counts until its last byte); 0: never.")
+    max_idle_timeout = Float(0.0, config=True, help="Longest idle_timeout a launch request may "
+                             "ask for, in seconds; 0: no cap.")
+    allow_pinned = Bool(True, config=True, help="Whether users may pin a deployment (exempt "
+                        "from idle shutdown) or launch one with idle_timeout 0.")
+    launch_on_demand = Bool(False, config=True, help="A request to /osire/v1 for a catalog "
+                            "model that nothing runs launches it (within the site limits); the "
+                            "caller gets 503 with Retry-After until it is ready.")
+    launch_on_demand_wait = Float(0.0, config=True, help="Seconds such a request waits for the "
+                                  "model to be ready and is then served; 0: answer 503 at once.")
+    max_restarts = Int(3, config=True, help="Times a failed replica (engine crash, node failure, "
+                       "out of memory) is submitted again; 0: never.")
+    restart_backoff = Float(10.0, config=True, help="Seconds before the first restart of a "
+                            "replica, doubled for each further one (at most 300).")
+    renew_before = Float(600.0, config=True, help="Seconds before a replica's time limit that a "
+                         "replacement is submitted (at most half its time); it takes over when "
+                         "ready and the old one drains. 0: no renewal.")
+    readiness_timeout = Float(30.0, config=True, help="Seconds the one-token completion that "
+                              "makes a starting replica ready may take.")
     log_level_name = CaselessStrEnum(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], "INFO",
                                      config=True, help="Log level of the extension's logger "
                                      "(also settable at run time: PUT /osire/api/admin).")
@@ -91,7 +114,8 @@ class OsireLLM(ExtensionApp):
         return proposal["value"]
 
     @validate("max_gpus", "max_deployments", "max_replicas", "local_gpus", "keep_finished",
-              "max_total_gpus")
+              "max_total_gpus", "max_restarts", "idle_timeout", "max_idle_timeout",
+              "launch_on_demand_wait", "restart_backoff", "renew_before")
     def _check_counts(self, proposal: dict) -> int:
         if proposal["value"] < 0:
             raise TraitError(f"OsireLLM.{proposal['trait'].name} must be 0 or more")
@@ -136,10 +160,16 @@ class OsireLLM(ExtensionApp):
             advertise_host=self.engine_host or ("127.0.0.1" if local else ""),
             bind_host="127.0.0.1" if local else "0.0.0.0", keep_finished=self.keep_finished)
         monitor = Monitor(service, scheduler, fast_interval=self.monitor_fast_interval,
-                          slow_interval=self.monitor_slow_interval)
+                          slow_interval=self.monitor_slow_interval,
+                          readiness_timeout=self.readiness_timeout)
         context = OsireContext(version=__version__, scheduler=scheduler, scheduler_reason=why,
                                catalog=catalog, service=service, monitor=monitor)
         self._attach_proxy(context)
+        context.policies = monitor.policies = Policies(service, context.router, PolicyConfig(
+            idle_timeout=self.idle_timeout, launch_on_demand=self.launch_on_demand,
+            launch_on_demand_wait=self.launch_on_demand_wait, max_restarts=self.max_restarts,
+            restart_backoff=self.restart_backoff, renew_before=self.renew_before,
+            allow_pinned=self.allow_pinned, max_idle_timeout=self.max_idle_timeout))
         self.settings["osire"] = context
 
     def _load_catalog(self) -> Catalog:

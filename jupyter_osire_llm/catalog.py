@@ -19,6 +19,9 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}", re.ASCII)
 _ARG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", re.ASCII)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
 ENGINE_KINDS = ("vllm", "openai")   # vllm: derive vLLM args; openai: any OpenAI-style server
+#: When a started replica counts as ready: after a real one-token completion (engines can answer
+#: /health and hang on the first request), or on /health alone (embedding-only engines).
+READINESS = ("completion", "health")
 _FLAG = re.compile(r"--?[A-Za-z0-9][A-Za-z0-9_-]{0,63}", re.ASCII)
 #: How vLLM takes its key and its certificate (uvicorn's flags).
 VLLM_DEFAULTS = {"key_env": "VLLM_API_KEY", "tls_cert_flag": "--ssl-certfile",
@@ -39,6 +42,7 @@ class Engine:
     tls_cert_flag: str = ""            # flags giving the engine its per-job certificate and key
     tls_key_flag: str = ""
     insecure: bool = False             # the admin accepts an engine without key or TLS
+    readiness: str = "completion"      # see READINESS
 
     @property
     def weaknesses(self) -> list[str]:
@@ -61,12 +65,19 @@ class ModelEntry:
     engine_args: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     setup: str = ""
+    idle_timeout: Optional[float] = None   # seconds; None: the site's (idle_timeout); 0: never
+    pinned: bool = False                   # exempt from idle shutdown
 
     def public(self) -> dict[str, Any]:
         """What users see: no engine internals, env or setup lines."""
-        doc = {"name": self.name, "model": self.model, "engine": self.engine.name,
+        doc: dict[str, Any] = {"name": self.name, "model": self.model,
+                               "engine": self.engine.name,
                "description": self.description,
                "resources": {k: v for k, v in vars(self.resources).items() if v is not None}}
+        if self.idle_timeout is not None:
+            doc["idle_timeout"] = self.idle_timeout
+        if self.pinned:
+            doc["pinned"] = True
         if self.engine.weaknesses:
             doc["insecure"] = self.engine.weaknesses
         return doc
@@ -153,20 +164,25 @@ def _parse_engine(name: str, spec: Any) -> Engine:
     if not isinstance(spec, Mapping):
         raise ValueError("must be a mapping with at least 'command'")
     _no_unknown(spec, {"command", "kind", "setup", "env", "template", "guard", "key_env",
-                       "key_file_flag", "tls_cert_flag", "tls_key_flag", "insecure"})
+                       "key_file_flag", "tls_cert_flag", "tls_key_flag", "insecure",
+                       "readiness"})
     command = spec.get("command")
     if not isinstance(command, str) or not command.strip() or "\n" in command:
         raise ValueError("'command' must be one line of shell words")
     kind = spec.get("kind", "vllm")
     if kind not in ENGINE_KINDS:
         raise ValueError(f"'kind' must be one of {', '.join(ENGINE_KINDS)}, got {kind!r}")
+    readiness = spec.get("readiness", "completion")
+    if readiness not in READINESS:
+        raise ValueError(f"'readiness' must be one of {', '.join(READINESS)}, got {readiness!r}")
     defaults = VLLM_DEFAULTS if kind == "vllm" else {}
     protection = {name: _flag_or_name(spec, name, defaults.get(name, "")) for name in
                   ("key_env", "key_file_flag", "tls_cert_flag", "tls_key_flag")}
     engine = Engine(name=name, command=command.strip(), kind=kind, setup=_text(spec, "setup"),
                     env=_env(spec.get("env")), template=str(spec.get("template", "engine.sh.j2")),
                     guard=bool(spec.get("guard", kind == "vllm")),
-                    insecure=spec.get("insecure", False) is True, **protection)
+                    insecure=spec.get("insecure", False) is True, readiness=readiness,
+                    **protection)
     if bool(engine.tls_cert_flag) != bool(engine.tls_key_flag):
         raise ValueError("'tls_cert_flag' and 'tls_key_flag' go together")
     if engine.weaknesses and not engine.insecure:
@@ -192,13 +208,20 @@ def _parse_model(item: Any, engines: Mapping[str, Engine]) -> ModelEntry:
     if not isinstance(item, Mapping):
         raise ValueError("must be a mapping")
     _no_unknown(item, {"name", "model", "engine", "description", "resources", "engine_args",
-                       "env", "setup"})
+                       "env", "setup", "idle_timeout", "pinned"})
     name = item.get("name")
     if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
         raise ValueError(f"'name' {name!r} must be 1-128 of letters, digits, '_.:/-'")
     model = item.get("model")
     if not isinstance(model, str) or not model.strip() or not model.isprintable():
         raise ValueError("'model' must be a path or hub id")
+    idle_timeout = item.get("idle_timeout")
+    if idle_timeout is not None and (isinstance(idle_timeout, bool) or
+                                     not isinstance(idle_timeout, (int, float)) or
+                                     idle_timeout < 0):
+        raise ValueError(f"'idle_timeout' must be seconds (0: never), got {idle_timeout!r}")
+    if not isinstance(item.get("pinned", False), bool):
+        raise ValueError("'pinned' must be true or false")
     engine_name = item.get("engine", "vllm")
     if engine_name not in engines:
         raise ValueError(f"engine {engine_name!r} is not defined under 'engines'")
@@ -206,7 +229,9 @@ def _parse_model(item: Any, engines: Mapping[str, Engine]) -> ModelEntry:
                       description=str(item.get("description", "")),
                       resources=parse_resources(item.get("resources")),
                       engine_args=_engine_args(item.get("engine_args")),
-                      env=_env(item.get("env")), setup=_text(item, "setup"))
+                      env=_env(item.get("env")), setup=_text(item, "setup"),
+                      idle_timeout=None if idle_timeout is None else float(idle_timeout),
+                      pinned=item.get("pinned", False))
 
 
 def _engine_args(raw: Any) -> dict[str, Any]:

@@ -103,6 +103,9 @@ def parser() -> argparse.ArgumentParser:
     add_launch_options(sub.add_parser("launch", parents=[common], help="launch a model"))
     sub.add_parser("stop", parents=[common], help="stop a deployment, or a model's").add_argument(
         "ref", metavar="ID|MODEL")
+    scale = sub.add_parser("scale", parents=[common], help="change a deployment's replicas")
+    scale.add_argument("ref", metavar="ID|MODEL")
+    scale.add_argument("replicas", type=int, metavar="N")
     logs = sub.add_parser("logs", parents=[common], help="a deployment's log")
     logs.add_argument("ref", metavar="ID")
     logs.add_argument("--tail", type=int, default=50)
@@ -151,8 +154,11 @@ def deployments_table(deployments: list[dict[str, Any]], now: Optional[float] = 
     for d in deployments:
         jobs = ",".join(r.get("job_id") or "-" for r in d.get("replicas", []))
         nodes = ",".join(sorted({r["node"] for r in d.get("replicas", []) if r.get("node")}))
+        reason = d.get("reason") or ""
+        if d.get("restarts"):
+            reason = f"{reason} [{d['restarts']} restart(s)]".strip()
         rows.append([d["id"], d["model"], d["state"], jobs, nodes or "-",
-                     _age(now - (d.get("created") or now)), d.get("reason") or ""])
+                     _age(now - (d.get("created") or now)), reason])
     return table(rows, ["ID", "MODEL", "STATE", "JOBS", "NODE", "AGE", "REASON"]) if rows \
         else "no deployments"
 
@@ -231,6 +237,10 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         stopped = [api.stop(d["id"]) for d in api.find(args.ref, live_only=True)]
         emit({"deployments": stopped} if len(stopped) > 1 else stopped[0],
              "\n".join(f"{d['id']}  {d['model']}  {d['state']}" for d in stopped))
+    elif command == "scale":
+        d = api.scale(api.find(args.ref, live_only=True)[0]["id"], args.replicas)
+        emit(d, f"{d['id']}  {d['model']}  {d['state']}  replicas: "
+                f"{(d.get('policy') or {}).get('replicas_wanted', args.replicas)}")
     elif command == "logs":
         deployment_id = api.find(args.ref)[0]["id"]
         if args.follow:

@@ -20,3 +20,4 @@ class OsireContext:
     monitor: Monitor
     router: Any = None                     # router.Router, built after the service
     proxy: Any = None                      # proxy.UpstreamProxy
+    policies: Any = None                   # policies.Policies (lifecycle policies)

@@ -28,7 +28,7 @@ from .errors import (ConfigError, Conflict, NotFound, OsireError, RequestError, 
                      SchedulerTimeout, StoreError)
 from .logtail import read_tail
 from .render import ScriptContext, ScriptRenderer
-from .schedulers.base import Job, JobInfo, JobRequest, JobState, Scheduler
+from .schedulers.base import Job, JobInfo, JobRequest, JobState, Resources, Scheduler
 from .spec import SiteLimits, job_gpus, parse_resources
 from .states import (FAILED, QUEUED, READY, STARTING, STOPPED, STOPPING, Deployment, Replica,
                      apply_job_info, deployment_state)
@@ -40,6 +40,10 @@ ENDPOINT_FILE = "endpoint.json"
 GUARD_SOURCE = Path(__file__).parent / "engine_guard.py"
 _STATE_RANK = {READY: 0, STARTING: 1, QUEUED: 2}
 Change = Callable[[Deployment], Deployment]
+Check = Callable[[list[Deployment]], None]
+#: The restart policy's say on a replica that just failed: (deployment, replica before, replica
+#: failed) -> the replica to record (the failed one, or one waiting to be submitted again).
+FailureHook = Callable[[Deployment, Replica, Replica], Replica]
 
 
 class DeploymentService:
@@ -59,6 +63,8 @@ class DeploymentService:
         self.changed = asyncio.Event()            # wakes the monitor early
         self._deployments: dict[str, Deployment] = {}
         self._keys: dict[tuple[str, int], str] = {}   # one key per replica
+        self._key_jobs: dict[tuple[str, int], Optional[str]] = {}   # the job each key was read for
+        self.on_failure: Optional[FailureHook] = None   # set by the lifecycle policies
         self._interrupted: list[str] = []        # job names whose submission may have a job
         self._launching: set[str] = set()         # deployments this server is submitting
         self._cancelled_at: dict[tuple[str, int], float] = {}   # last cancel sent, per replica
@@ -102,8 +108,10 @@ class DeploymentService:
 
     # -- intent: launch and stop -------------------------------------------------------------
 
-    async def launch(self, model: Any, replicas: Any = 1, resources: Any = None) -> Deployment:
-        """Validate everything, persist, then submit; a rejected launch submits nothing."""
+    async def launch(self, model: Any, replicas: Any = 1, resources: Any = None,
+                     **policy: Any) -> Deployment:
+        """Validate everything, persist, then submit; a rejected launch submits nothing.
+        ``policy``: ``idle_timeout`` and ``pinned``, already checked (policies.launch_options)."""
         if not isinstance(model, str) or not model:
             raise RequestError("'model' is required and must be a string", field="model")
         if isinstance(replicas, bool) or not isinstance(replicas, int):
@@ -122,26 +130,12 @@ class DeploymentService:
             id=deployment_id, model=model, created=self.clock(), updated=self.clock(),
             resources={k: v for k, v in vars(wanted).items() if v is not None},
             replicas=tuple(Replica(index=i, folder=str(d)) for i, (d, _) in enumerate(scripts)),
-            launched_by=self.server_id)
+            launched_by=self.server_id, **policy)
         await self._insert(deployment, job_gpus(wanted) * replicas)
         self._launching.add(deployment_id)
         try:
             for index, (job_dir, script) in enumerate(scripts):
-                key = self._keys[(deployment_id, index)] = secrets.token_urlsafe(32)
-                await asyncio.to_thread(_prepare_job_dir, job_dir, key)
-                request = JobRequest(name=_job_name(deployment_id, index), script=script,
-                                     folder=job_dir, resources=wanted)
-                job = await asyncio.to_thread(self.scheduler.submit, request)
-                try:
-                    await self._update_replica(deployment_id, index, job_id=job.id)
-                except OsireError:   # the state file failed us (a full disk): no untracked job
-                    await self._cancel_quietly(deployment_id, Replica(index, str(job_dir),
-                                                                      job_id=job.id))
-                    raise
-                if self.get(deployment_id).stop_requested:  # stopped while we were submitting
-                    await self._cancel_quietly(deployment_id,
-                                               self.get(deployment_id).replicas[index])
-                    await self._end_unsubmitted(deployment_id, "stopped by user")
+                if not await self._submit(deployment_id, index, script, wanted):
                     break
         except (SchedulerError, StoreError) as exc:
             await self._abort_launch(deployment_id, exc)
@@ -154,6 +148,131 @@ class DeploymentService:
             self._launching.discard(deployment_id)
         self.changed.set()
         return self.get(deployment_id)
+
+    async def _submit(self, deployment_id: str, index: int, script: str,
+                      wanted: Resources) -> bool:
+        """Submit one replica's job with a new key; False when the deployment was stopped (or
+        the replica retired) meanwhile: the job is cancelled again."""
+        job_dir = Path(self.get(deployment_id).replicas[index].folder)
+        key = self._keys[(deployment_id, index)] = secrets.token_urlsafe(32)
+        await asyncio.to_thread(_prepare_job_dir, job_dir, key)
+        request = JobRequest(name=_job_name(deployment_id, index), script=script,
+                             folder=job_dir, resources=wanted)
+        job = await asyncio.to_thread(self.scheduler.submit, request)
+        self._key_jobs[(deployment_id, index)] = job.id
+        try:
+            await self._update_replica(deployment_id, index, job_id=job.id, restart_at=None)
+        except OsireError:   # the state file failed us (a full disk): no untracked job
+            await self._cancel_quietly(deployment_id, Replica(index, str(job_dir), job_id=job.id))
+            raise
+        current = self.get(deployment_id)
+        if current.stop_requested or current.replicas[index].retire:   # stopped meanwhile
+            await self._cancel_quietly(deployment_id, current.replicas[index])
+            await self._end_unsubmitted(deployment_id, current.stop_reason or "stopped by user")
+            return False
+        return True
+
+    def _script(self, deployment: Deployment, index: int) -> tuple[str, Resources]:
+        entry = self.catalog.get(deployment.model)
+        wanted = Resources(**deployment.resources)
+        ctx = ScriptContext(deployment.id, index, Path(deployment.replicas[index].folder),
+                            self.advertise_host, self.bind_host)
+        return self.renderer.render(entry, wanted, ctx), wanted
+
+    # -- small steps for the lifecycle policies (policies.py decides when) -----------------------
+
+    async def add_replicas(self, deployment_id: str, count: int, *,
+                           replaces: Optional[int] = None) -> list[int]:
+        """Add ``count`` replicas (next indexes, folders r<k>) and submit them, within the site's
+        GPU limit counted over every server's deployments; their indexes."""
+        added: list[int] = []
+
+        def change(d: Deployment) -> Deployment:
+            if not d.live or d.stop_requested:
+                raise Conflict(f"deployment {deployment_id} is {d.state}: no replica can be "
+                               "added", field="id")
+            added[:] = range(len(d.replicas), len(d.replicas) + count)
+            new = tuple(Replica(index=i, folder=str(self.job_root / d.id / f"r{i}"),
+                                replaces=replaces) for i in added)
+            return replace(d, replicas=d.replicas + new, launched_by=self.server_id, note=None)
+
+        def check(others: list[Deployment]) -> None:
+            current = self.get(deployment_id)
+            per_job = _gpus_held(replace(current, replicas=(Replica(0, ""),)))
+            self.limits.check_total_gpus(sum(_gpus_held(d) for d in others) +
+                                         _gpus_held(current), per_job * count)
+
+        self._launching.add(deployment_id)
+        try:
+            await self._mutate(deployment_id, change, check=check)
+            for index in added:
+                script, wanted = self._script(self.get(deployment_id), index)
+                if not await self._submit(deployment_id, index, script, wanted):
+                    break
+        except (SchedulerError, StoreError, OSError) as exc:
+            message = exc.message if isinstance(exc, OsireError) else str(exc)
+            await self._mutate(deployment_id, lambda d: replace(d, replicas=tuple(
+                replace(r, state=FAILED, reason=f"not submitted: {message}")
+                if r.index in added and not r.job_id and r.live else r for r in d.replicas)))
+            raise
+        finally:
+            self._launching.discard(deployment_id)
+        self.changed.set()
+        return added
+
+    async def resubmit(self, deployment_id: str, index: int) -> None:
+        """Submit again a replica waiting for its restart (its folder, a new key and run)."""
+        deployment = self.get(deployment_id)
+        if deployment.stop_requested or not deployment.replicas[index].waiting_restart:
+            return
+        self._launching.add(deployment_id)
+        try:
+            await self._mutate(deployment_id,
+                               lambda d: replace(d, launched_by=self.server_id))
+            script, wanted = self._script(self.get(deployment_id), index)
+            await self._submit(deployment_id, index, script, wanted)
+        finally:
+            self._launching.discard(deployment_id)
+        self.changed.set()
+
+    async def retire(self, deployment_id: str, indexes: list[int], reason: str) -> None:
+        """Take replicas out of rotation for good (renewed, scaled down): no new request goes to
+        them; one that has no job (waiting for a restart) ends at once. The policies cancel the
+        others once drained (``cancel_replica``)."""
+        now = self.clock()
+
+        def change(d: Deployment) -> Deployment:
+            return replace(d, replicas=tuple(
+                (replace(r, state=STOPPED, reason=reason, retire=reason, restart_at=None)
+                 if r.waiting_restart else replace(r, retire=reason, retire_at=now))
+                if r.index in indexes and r.active else r for r in d.replicas))
+        await self._mutate(deployment_id, change)
+        self.changed.set()
+
+    async def cancel_replica(self, deployment_id: str, index: int) -> None:
+        """Cancel a retired replica's job (again every ``cancel_retry`` s until it ends)."""
+        r = self.get(deployment_id).replicas[index]
+        last = self._cancelled_at.get((deployment_id, index), 0.0)
+        if r.job_id and r.live and r.retire and self.clock() - last >= self.cancel_retry:
+            await self._cancel_quietly(deployment_id, r)
+            self.changed.set()
+
+    async def end_waiting(self, deployment_id: str, reason: str) -> None:
+        """Replicas waiting for a restart of a deployment that was stopped: nothing to cancel."""
+        await self._mutate(deployment_id, lambda d: replace(d, replicas=tuple(
+            replace(r, state=STOPPED, reason=reason, restart_at=None) if r.waiting_restart
+            else r for r in d.replicas)))
+
+    async def touch(self, deployment_id: str, when: float) -> None:
+        """Record the end of an inference request (for idle shutdown, seen by every server)."""
+        await self._mutate(deployment_id, lambda d: d if (d.last_used or 0) >= when
+                           else replace(d, last_used=when))
+
+    async def set_note(self, deployment_id: str, note: Optional[str]) -> None:
+        await self._mutate(deployment_id, lambda d: replace(d, note=note))
+
+    def replica_key(self, deployment_id: str, index: int) -> Optional[str]:
+        return self._keys.get((deployment_id, index))
 
     async def _insert(self, deployment: Deployment, gpus: int) -> None:
         """Persist a new deployment, counting the limits over every server's deployments."""
@@ -197,7 +316,7 @@ class DeploymentService:
             replace(r, state=STOPPED, reason=reason) if not r.job_id and r.live else r
             for r in d.replicas)))
 
-    async def stop(self, deployment_id: str) -> Deployment:
+    async def stop(self, deployment_id: str, reason: Optional[str] = None) -> Deployment:
         """Cancel every job of the deployment; stopping twice is harmless.
 
         The deployment is ``stopping`` until the scheduler confirms each job ended; a cancel that
@@ -206,11 +325,12 @@ class DeploymentService:
         deployment = self.get(deployment_id)
         if not deployment.live:
             return deployment
-        deployment = await self._mutate(deployment_id,
-                                        lambda d: replace(d, stop_requested=True)) or deployment
+        reason = reason or "stopped by user"
+        deployment = await self._mutate(deployment_id, lambda d: replace(
+            d, stop_requested=True, stop_reason=d.stop_reason or reason)) or deployment
         if deployment_id not in self._launching and \
                 deployment.launched_by in (None, self.server_id):
-            await self._end_unsubmitted(deployment_id, "stopped by user")
+            await self._end_unsubmitted(deployment_id, deployment.stop_reason or reason)
         errors = []
         for r in deployment.replicas:
             if r.job_id and r.live:
@@ -270,13 +390,14 @@ class DeploymentService:
         server id still holds its heartbeat): their submission was cut off. Called by the
         monitor that owns the scheduler; a server that is still submitting is left alone."""
         for d in self.all():
-            lost = [r for r in d.replicas if r.live and not r.job_id]
+            lost = [r for r in d.replicas if r.live and not r.job_id and not r.waiting_restart]
             if not lost or d.id in self._launching or (d.launched_by and alive(d.launched_by)):
                 continue
             self._interrupted += [_job_name(d.id, r.index) for r in lost]
             await self._mutate(d.id, lambda dep: replace(dep, replicas=tuple(
                 replace(r, state=FAILED, reason="submission interrupted by a server restart")
-                if r.live and not r.job_id else r for r in dep.replicas)))
+                if r.live and not r.job_id and not r.waiting_restart else r
+                for r in dep.replicas)))
 
     # -- observations, fed by the monitor -----------------------------------------------------
 
@@ -299,8 +420,11 @@ class DeploymentService:
             tail = self._redact(deployment_id, await asyncio.to_thread(read_tail, path, 30))
 
         def change(d: Deployment) -> Deployment:
-            new = apply_job_info(d.replicas[index], info, stop_requested=d.stop_requested,
-                                 log_tail=tail)
+            old = d.replicas[index]
+            new = apply_job_info(old, info, stop_requested=d.stop_requested, log_tail=tail,
+                                 stop_reason=d.stop_reason)
+            if new.state == FAILED and old.state != FAILED and self.on_failure is not None:
+                new = self.on_failure(d, old, new)
             return _with_replica(d, new)
         await self._mutate(deployment_id, change)
 
@@ -369,7 +493,8 @@ class DeploymentService:
         return [Endpoint(model=d.model, url=r.url, key=self._keys.get((d.id, r.index)),
                          deployment_id=d.id, replica=r.job_id or str(r.index),
                          fingerprint=r.fingerprint)
-                for r in d.replicas if r.state == READY and r.healthy and r.url]
+                for r in d.replicas if r.state == READY and r.healthy and r.url and
+                r.retire is None]
 
     # -- shared state ----------------------------------------------------------------------------
 
@@ -392,16 +517,20 @@ class DeploymentService:
         0600 files in the job folder)."""
         self._deployments[deployment.id] = deployment
         for r in deployment.replicas:
-            if (deployment.id, r.index) not in self._keys:
+            slot = (deployment.id, r.index)
+            # read again when the replica was submitted anew (a restart writes a new key)
+            if slot not in self._keys or (r.job_id and self._key_jobs.get(slot) != r.job_id):
                 try:
-                    self._keys[(deployment.id, r.index)] = \
-                        (Path(r.folder) / KEY_FILE).read_text().strip()
+                    self._keys[slot] = (Path(r.folder) / KEY_FILE).read_text().strip()
+                    self._key_jobs[slot] = r.job_id
                 except OSError:
                     pass
 
-    async def _mutate(self, deployment_id: str, change: Change) -> Optional[Deployment]:
+    async def _mutate(self, deployment_id: str, change: Change,
+                      check: Optional[Check] = None) -> Optional[Deployment]:
         """Apply ``change`` to the freshest record and write it; on a conflict (another server
-        wrote first) re-read and apply again. None when the deployment is gone."""
+        wrote first) re-read and apply again. None when the deployment is gone. ``check`` sees
+        every other live deployment in the write transaction (and raises to refuse)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -413,7 +542,10 @@ class DeploymentService:
                 if proposed == current:
                     return current
                 new = self._derive(proposed)
-                if await asyncio.to_thread(self.store.save, new, current.version):
+                saved = await asyncio.to_thread(self.store.save, new, current.version) \
+                    if check is None else \
+                    await asyncio.to_thread(self.store.save_within, new, current.version, check)
+                if saved:
                     self._deployments[deployment_id] = new
                     if current.live and not new.live:
                         await asyncio.to_thread(self._prune_finished_now)
@@ -429,7 +561,7 @@ class DeploymentService:
     def _derive(self, deployment: Deployment) -> Deployment:
         """The deployment's own state from its replicas, a new version, the time of change."""
         state, reason = deployment_state(deployment.replicas, deployment.stop_requested,
-                                         deployment.abort_reason)
+                                         deployment.abort_reason, deployment.stop_reason)
         return replace(deployment, state=state, reason=reason, updated=self.clock(),
                        version=deployment.version + 1)
 
@@ -457,6 +589,7 @@ class DeploymentService:
         self._deployments.pop(deployment_id, None)
         for key in [k for k in self._keys if k[0] == deployment_id]:
             del self._keys[key]
+            self._key_jobs.pop(key, None)
 
     def _job(self, replica: Replica) -> Job:
         return Job(id=str(replica.job_id), folder=Path(replica.folder))
@@ -480,7 +613,7 @@ def _job_name(deployment_id: str, index: int) -> str:
 
 
 def _prepare_job_dir(job_dir: Path, key: str) -> None:
-    job_dir.mkdir(parents=True, mode=0o700)
+    job_dir.mkdir(parents=True, mode=0o700, exist_ok=True)   # a restart reuses its folder
     key_file = job_dir / KEY_FILE
     key_file.touch(mode=0o600)
     key_file.write_text(key)

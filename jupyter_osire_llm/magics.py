@@ -5,6 +5,7 @@
     %osire launch MODEL [--gpus N] [--time HH:MM:SS] [--partition P] [--account A]
                         [--replicas N] [--wait]
     %osire stop ID|MODEL
+    %osire scale ID|MODEL N            run N replicas (fewer drain, then are cancelled)
     %osire logs ID [--tail N]
     %osire wait ID|MODEL [--timeout S]
     %osire url                         the OpenAI base URL (use client() for a ready client)
@@ -54,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     add_launch_options(sub.add_parser("launch", help="launch a model"))
     sub.add_parser("stop", help="stop a deployment, or a model's").add_argument(
         "ref", metavar="ID|MODEL")
+    scale = sub.add_parser("scale", help="change a deployment's replicas")
+    scale.add_argument("ref", metavar="ID|MODEL")
+    scale.add_argument("replicas", type=int, metavar="N")
     logs = sub.add_parser("logs", help="a deployment's log")
     logs.add_argument("ref", metavar="ID")
     logs.add_argument("--tail", type=int, default=50)
@@ -143,6 +147,12 @@ class OsireMagics(Magics):
         for d in self.api.find(args.ref, live_only=True):
             d = self.api.stop(d["id"])
             print(f"{d['id']}  {d['model']}  {d['state']}")
+
+    def _scale(self, args: argparse.Namespace) -> None:
+        d = self.api.find(args.ref, live_only=True)[0]
+        d = self.api.scale(d["id"], args.replicas)
+        print(f"{d['id']}  {d['model']}  {d['state']}  replicas: "
+              f"{(d.get('policy') or {}).get('replicas_wanted', args.replicas)}")
 
     def _logs(self, args: argparse.Namespace) -> None:
         deployment_id = self.api.find(args.ref)[0]["id"]

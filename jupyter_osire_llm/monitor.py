@@ -13,14 +13,22 @@ Two Jupyter servers of one user share the state file: one of them (the holder of
 ``monitor`` lease in the store) watches the scheduler and writes what it observes; the other
 reads the shared state each tick. Each server also keeps a heartbeat lease, so that the watcher
 knows whether a launch left half-done belongs to a server that is still submitting it.
+
+A starting replica is ready only when its engine answers a real one-token completion (with the
+replica's key, over the pinned TLS), not merely ``/health``: engines can answer health and hang on
+the first request. Engines marked ``readiness: health`` in the catalog skip it. These probes run
+beside the cycle, so a hanging engine never holds the loop up. Each cycle ends with the
+lifecycle policies (``policies.py``): every server records its inference activity; the watcher
+acts (restarts, renewals, drains, idle shutdown).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import aiohttp
 
@@ -47,11 +55,15 @@ class Monitor:
     def __init__(self, service: DeploymentService, scheduler: Scheduler, *,
                  fast_interval: float = 0.5, slow_interval: float = 30.0, tick: float = 0.5,
                  health_interval: float = 10.0, health_timeout: float = 2.0,
+                 readiness_timeout: float = 30.0,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.service, self.scheduler = service, scheduler
         self.fast_interval, self.slow_interval, self.tick = fast_interval, slow_interval, tick
         self.health_interval, self.health_timeout = health_interval, health_timeout
+        self.readiness_timeout = readiness_timeout
+        self.policies: Any = None                 # policies.Policies, set by the extension
+        self._probes: dict[tuple[str, int], asyncio.Task] = {}
         self.clock, self.wall_clock = clock, wall_clock
         self.leader = False
         self._leases_renewed = -1e9
@@ -78,6 +90,10 @@ class Monitor:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        for probe in list(self._probes.values()):
+            probe.cancel()
+        await asyncio.gather(*self._probes.values(), return_exceptions=True)
+        self._probes.clear()
         if self._session:
             await self._session.close()
             self._session = None
@@ -113,6 +129,8 @@ class Monitor:
             self.service.changed.clear()
             self._changed(now)
         if not self.leader:   # another server of this user watches; we read what it writes
+            if self.policies is not None:
+                await self.policies.cycle(leader=False)
             self.last_cycle = time.time()
             self.cycles += 1
             return
@@ -123,6 +141,8 @@ class Monitor:
             self._next_query = now + query_interval(now - self._last_change,
                                                     self.fast_interval, self.slow_interval)
         await self._check_replicas()
+        if self.policies is not None:
+            await self.policies.cycle(leader=True)
         signature = tuple((d.id, d.state, tuple(r.state for r in d.replicas))
                           for d in self.service.all())
         if signature != self._signature:
@@ -198,32 +218,64 @@ class Monitor:
         checks = []
         for deployment in self.service.all():
             for r in deployment.replicas:
-                due = r.state == STARTING or (
-                    r.state == READY and
-                    now - self._last_health.get((deployment.id, r.index), -1e9)
-                    >= self.health_interval)
-                if due and r.url:
-                    self._last_health[(deployment.id, r.index)] = now
+                slot = (deployment.id, r.index)
+                if r.state == STARTING and r.url and slot not in self._probes:
+                    self._probes[slot] = task = asyncio.get_running_loop().create_task(
+                        self._probe_starting(deployment.id, deployment.model, r.index, r.url,
+                                             r.fingerprint))
+                    task.add_done_callback(partial(self._probe_done, slot))
+                elif r.state == READY and r.url and \
+                        now - self._last_health.get(slot, -1e9) >= self.health_interval:
+                    self._last_health[slot] = now
                     checks.append(self._health(deployment.id, r.index, r.url, r.fingerprint))
         if checks:
             await asyncio.gather(*checks)
 
     async def _health(self, deployment_id: str, index: int, url: str,
                       fingerprint: Optional[str]) -> None:
+        await self.service.observe_health(deployment_id, index,
+                                          await self._healthy(url, fingerprint))
+
+    async def _healthy(self, url: str, fingerprint: Optional[str]) -> bool:
         """``/health`` with no key, over TLS pinned to the run's certificate: an impostor on the
         port fails the handshake check and never makes the replica ready."""
+        return await self._request("GET", f"{url}/health", fingerprint, self.health_timeout)
+
+    def _probe_done(self, slot: tuple[str, int], _: asyncio.Task) -> None:
+        self._probes.pop(slot, None)
+
+    async def _probe_starting(self, deployment_id: str, model: str, index: int, url: str,
+                              fingerprint: Optional[str]) -> None:
+        """A starting replica: ``/health``, then (unless its engine says ``readiness: health``)
+        a one-token completion with the replica's key; ready only when both pass."""
+        healthy = await self._healthy(url, fingerprint)
+        entry = self.service.catalog.models.get(model)
+        if healthy and (entry is None or entry.engine.readiness == "completion"):
+            key = self.service.replica_key(deployment_id, index)
+            healthy = await self._request(
+                "POST", f"{url}/v1/completions", fingerprint, self.readiness_timeout,
+                json={"model": model, "prompt": "Hello", "max_tokens": 1},
+                headers={"Authorization": f"Bearer {key}"} if key else {})
+            if not healthy:
+                log.info("deployment %s replica %d answers /health but not yet a completion",
+                         deployment_id, index)
+        await self.service.observe_health(deployment_id, index, healthy)
+
+    async def _request(self, method: str, url: str, fingerprint: Optional[str],
+                       timeout: float, **kwargs: Any) -> bool:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.health_timeout))
+            self._session = aiohttp.ClientSession()
         try:
-            async with self._session.get(f"{url}/health", ssl=pinned_tls(fingerprint)) as resp:
-                healthy = resp.status == 200
+            async with self._session.request(method, url, ssl=pinned_tls(fingerprint),
+                                             timeout=aiohttp.ClientTimeout(total=timeout),
+                                             **kwargs) as resp:
+                await resp.read()
+                return resp.status == 200
         except aiohttp.ServerFingerprintMismatch:
             log.warning("engine at %s did not present its job's certificate: not trusted", url)
-            healthy = False
+            return False
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
-            healthy = False
-        await self.service.observe_health(deployment_id, index, healthy)
+            return False
 
 
 def _read_endpoints(watched: list[tuple[str, int, Path]]) -> list[Optional[EngineEndpoint]]:

@@ -137,7 +137,7 @@ class UpstreamProxy:
             return json.dumps({**payload, "model": rename}).encode()
 
         return self.open(lambda tried: self.router.resolve(model, tried), body_for,
-                         method, path, headers)
+                         method, path, headers, inference=True)
 
     def for_deployment(self, deployment_id: str, body: bytes, method: str, path: str,
                        headers: Mapping[str, str]) -> AsyncContextManager[UpstreamResponse]:
@@ -147,10 +147,13 @@ class UpstreamProxy:
 
     @asynccontextmanager
     async def open(self, pick: Picker, body_for: Callable[[Endpoint], bytes], method: str,
-                   path: str, headers: Mapping[str, str]) -> AsyncIterator[UpstreamResponse]:
-        """Send one request; retry elsewhere only on connection failure (nothing sent yet)."""
+                   path: str, headers: Mapping[str, str], inference: bool = False
+                   ) -> AsyncIterator[UpstreamResponse]:
+        """Send one request; retry elsewhere only on connection failure (nothing sent yet).
+        ``inference``: the request counts as use of the deployment (idle shutdown) until its
+        body has been relayed to the last byte."""
         forwarded = request_headers(headers)
-        response, endpoint = await self._send(pick, body_for, method, path, forwarded)
+        response, endpoint = await self._send(pick, body_for, method, path, forwarded, inference)
         try:
             yield UpstreamResponse(response, endpoint)
         except BaseException:
@@ -159,10 +162,20 @@ class UpstreamProxy:
         else:
             response.release()
         finally:
-            self.router.release(endpoint)
+            self._release(endpoint, inference)
+
+    def _acquire(self, endpoint: Endpoint, inference: bool) -> None:
+        self.router.acquire(endpoint)
+        if inference:
+            self.router.begin_use(endpoint)
+
+    def _release(self, endpoint: Endpoint, inference: bool) -> None:
+        self.router.release(endpoint)
+        if inference:
+            self.router.end_use(endpoint)
 
     async def _send(self, pick: Picker, body_for: Callable[[Endpoint], bytes], method: str,
-                    path: str, headers: dict[str, str]
+                    path: str, headers: dict[str, str], inference: bool = False
                     ) -> tuple[aiohttp.ClientResponse, Endpoint]:
         session = self._ensure_session()
         tried: list[str] = []
@@ -171,7 +184,7 @@ class UpstreamProxy:
             endpoint = pick(tried) if attempt == 0 else self._next(pick, tried, failure)
             if attempt:
                 await asyncio.sleep(self.config.retry_backoff * 2 ** (attempt - 1))
-            self.router.acquire(endpoint)
+            self._acquire(endpoint, inference)
             try:
                 response = await session.request(method, endpoint.url + path,
                                                  headers=with_key(headers, endpoint.key),
@@ -179,7 +192,7 @@ class UpstreamProxy:
                                                  ssl=tls_for(endpoint))
                 return response, endpoint
             except RETRYABLE as exc:
-                self.router.release(endpoint)
+                self._release(endpoint, inference)
                 if isinstance(exc, MARKS_FAILED):
                     self.router.mark_failed(endpoint)
                     tried.append(endpoint.url)
@@ -187,10 +200,10 @@ class UpstreamProxy:
                 log.warning("%s (attempt %d of %d)", failure.message, attempt + 1,
                             self.config.retries + 1)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                self.router.release(endpoint)
+                self._release(endpoint, inference)
                 raise translate(exc, endpoint) from exc
             except BaseException:
-                self.router.release(endpoint)
+                self._release(endpoint, inference)
                 raise
         raise failure
 

@@ -4,11 +4,14 @@ The router reads endpoints from an ``EndpointSource`` (the deployment service) a
 site's static endpoints; it never touches the scheduler and knows nothing of HTTP. It keeps two
 small pieces of state per engine URL: requests in flight (for power-of-two-choices) and whether a
 connection to it failed (the proxy's health probe clears that when ``/health`` passes again).
+Per deployment it counts inference requests in flight and when the last one ended, for the idle
+shutdown policy (policies.py); a stream counts until its last byte.
 """
 from __future__ import annotations
 
 import random
-from typing import Any, Collection, Mapping, Optional, Sequence
+import time
+from typing import Any, Callable, Collection, Mapping, Optional, Sequence
 
 from .endpoints import Endpoint, EndpointSource, ModelStatus
 from .errors import ModelNotReady, NotFound, UpstreamError
@@ -39,7 +42,8 @@ class Router:
     """Picks an endpoint for a model name; tracks load and failures per engine URL."""
 
     def __init__(self, source: EndpointSource, static: Mapping[str, Any] = {},
-                 *, rng: Optional[random.Random] = None) -> None:
+                 *, rng: Optional[random.Random] = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.source = source
         self.static, self.problems = static_endpoints(static)
         self._upstream_names = {name: static[name]["model"] for name in self.static
@@ -47,6 +51,9 @@ class Router:
         self._in_flight: dict[str, int] = {}
         self._failed: dict[str, Endpoint] = {}
         self._rng = rng or random.Random()
+        self._clock = clock
+        self._busy: dict[str, int] = {}            # inference requests in flight, per deployment
+        self._last_used: dict[str, float] = {}     # when the last one ended, per deployment
 
     # -- choosing ---------------------------------------------------------------------------
 
@@ -104,6 +111,30 @@ class Router:
 
     def in_flight(self, endpoint: Endpoint) -> int:
         return self._in_flight.get(endpoint.url, 0)
+
+    def in_flight_at(self, url: str) -> int:
+        return self._in_flight.get(url, 0)
+
+    # -- inference activity per deployment (idle shutdown) -----------------------------------
+
+    def begin_use(self, endpoint: Endpoint) -> None:
+        self._busy[endpoint.deployment_id] = self._busy.get(endpoint.deployment_id, 0) + 1
+
+    def end_use(self, endpoint: Endpoint) -> None:
+        left = self._busy.get(endpoint.deployment_id, 0) - 1
+        if left > 0:
+            self._busy[endpoint.deployment_id] = left
+        else:
+            self._busy.pop(endpoint.deployment_id, None)
+        self._last_used[endpoint.deployment_id] = self._clock()
+
+    def busy(self, deployment_id: str) -> int:
+        """Inference requests of this server running on the deployment now."""
+        return self._busy.get(deployment_id, 0)
+
+    def last_used(self, deployment_id: str) -> Optional[float]:
+        """When this server's last inference request on the deployment ended."""
+        return self._last_used.get(deployment_id)
 
     def mark_failed(self, endpoint: Endpoint) -> None:
         """Take an engine out of rotation until ``mark_healthy`` (the proxy's probe)."""

@@ -44,10 +44,31 @@ class Replica:
     run: Optional[str] = None          # nonce of the engine run whose endpoint is in use
     stale_run: Optional[str] = None    # nonce of a run that ended (requeue): its endpoint is ignored
     lost_since: Optional[float] = None  # first "vanished" verdict not yet confirmed
+    # Lifecycle policies (policies.py); rows written before they existed load with these defaults.
+    restarts: int = 0                  # resubmissions after failures
+    failures: tuple[str, ...] = ()     # the reason of each failure that led to a restart
+    restart_at: Optional[float] = None  # waiting (no job yet) to be resubmitted at this time
+    replaces: Optional[int] = None     # a renewal: the index of the replica it takes over from
+    retire: Optional[str] = None       # being removed on purpose (renewed, scaled down): why
+    retire_at: Optional[float] = None  # when it stopped taking new requests (draining)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.failures, tuple):   # a list, as read back from JSON
+            object.__setattr__(self, "failures", tuple(self.failures))
 
     @property
     def live(self) -> bool:
         return self.state not in TERMINAL
+
+    @property
+    def waiting_restart(self) -> bool:
+        """Failed, and waiting (no job yet) to be submitted again."""
+        return self.live and self.restart_at is not None and not self.job_id
+
+    @property
+    def active(self) -> bool:
+        """Live and meant to stay: not draining away, not waiting for a cancel."""
+        return self.live and self.retire is None
 
     @property
     def url(self) -> Optional[str]:
@@ -76,6 +97,12 @@ class Deployment:
     abort_reason: Optional[str] = None   # a launch that failed half-way: why (ends as failed)
     launched_by: Optional[str] = None    # the server that submits its jobs (host:pid:nonce)
     version: int = 0                     # bumped by every write (compare-and-swap in the store)
+    # Lifecycle policies (policies.py)
+    stop_reason: Optional[str] = None    # why it was stopped: "stopped by user", "idle for ..."
+    idle_timeout: Optional[float] = None  # seconds; None: the catalog's or the site's; 0: never
+    pinned: bool = False                 # exempt from idle shutdown
+    last_used: Optional[float] = None    # end of the last inference request (persisted ~1/min)
+    note: Optional[str] = None           # why a policy cannot proceed (a limit), or None
 
     @property
     def live(self) -> bool:
@@ -84,13 +111,19 @@ class Deployment:
     def to_json(self, now: float) -> dict[str, Any]:
         return {"id": self.id, "model": self.model, "state": self.state, "reason": self.reason,
                 "created": self.created, "updated": self.updated, "resources": self.resources,
-                "stop_requested": self.stop_requested,
+                "stop_requested": self.stop_requested, "stop_reason": self.stop_reason,
+                "pinned": self.pinned, "note": self.note,
+                "restarts": sum(r.restarts for r in self.replicas),
+                "failures": [f for r in self.replicas for f in r.failures],
                 "replicas": [r.to_json(now) for r in self.replicas]}
 
 
 def apply_job_info(replica: Replica, info: JobInfo, *, stop_requested: bool,
-                   log_tail: str = "") -> Replica:
-    """Fold one scheduler observation into a replica."""
+                   log_tail: str = "", stop_reason: Optional[str] = None) -> Replica:
+    """Fold one scheduler observation into a replica. A replica retired on purpose (renewed,
+    scaled down) is stopping and then stopped, like one of a stopped deployment."""
+    if replica.retire is not None:
+        stop_requested, stop_reason = True, replica.retire
     was_running = replica.scheduler_state in _RUNNING
     replica = replace(replica, scheduler_state=info.state.value, evidence=info.evidence,
                       node=info.node or replica.node, exit_code=info.exit_code, lost_since=None)
@@ -109,7 +142,7 @@ def apply_job_info(replica: Replica, info: JobInfo, *, stop_requested: bool,
     ended = info.end_time or replica.ended_at
     if stop_requested:
         return replace(forget_endpoint(replica), state=STOPPED,
-                       reason="stopped by user", ended_at=ended)
+                       reason=stop_reason or "stopped by user", ended_at=ended)
     return replace(forget_endpoint(replica), state=FAILED,
                    reason=failure_reason(replica, info, log_tail), ended_at=ended,
                    log_tail=log_tail or None)
@@ -150,7 +183,8 @@ def failure_reason(replica: Replica, info: JobInfo, log_tail: str) -> str:
 
 
 def deployment_state(replicas: Sequence[Replica], stop_requested: bool,
-                     abort_reason: Optional[str] = None) -> tuple[str, Optional[str]]:
+                     abort_reason: Optional[str] = None,
+                     stop_reason: Optional[str] = None) -> tuple[str, Optional[str]]:
     """A deployment is as good as its best replica; it is failed only when all have ended.
 
     A stopped (or aborted) deployment is stopping until the scheduler confirms every job ended.
@@ -159,11 +193,14 @@ def deployment_state(replicas: Sequence[Replica], stop_requested: bool,
     if stop_requested:
         if not all(s in TERMINAL for s in states):
             return STOPPING, abort_reason
-        return (FAILED, abort_reason) if abort_reason else (STOPPED, "stopped by user")
+        return (FAILED, abort_reason) if abort_reason else \
+            (STOPPED, stop_reason or "stopped by user")
     for state in (READY, STARTING, QUEUED, STOPPING):
-        if state in states:
-            first = next(r for r in replicas if r.state == state)
-            return state, first.reason
+        # Replicas on their way out (renewed, scaled down) count only when nothing else is live.
+        for pool in ([r for r in replicas if r.retire is None], replicas):
+            first = next((r for r in pool if r.state == state), None)
+            if first is not None:
+                return state, first.reason
     failed = [r for r in replicas if r.state == FAILED]
     if failed:
         return FAILED, failed[0].reason

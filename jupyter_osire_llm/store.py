@@ -116,6 +116,22 @@ class Store:
                 (deployment.state, doc, deployment.version, deployment.id, expected))
             return cursor.rowcount == 1
 
+    def save_within(self, deployment: Deployment, expected: int,
+                    check: Callable[[list[Deployment]], None]) -> bool:
+        """``save`` after ``check`` (which raises to refuse) has seen every other live deployment
+        of the user, in one write transaction (adding replicas within the site's limits)."""
+        doc = json.dumps(asdict(deployment))
+        with self._locked() as db, self._transaction(db):
+            others = [d for d in (self._parse(i, doc_, v) for i, doc_, v in db.execute(
+                "SELECT id, doc, version FROM deployments WHERE state NOT IN "
+                "('stopped', 'failed') AND id != ?", (deployment.id,))) if d is not None]
+            check(others)
+            cursor = db.execute(
+                "UPDATE deployments SET state = ?, doc = ?, version = ? "
+                "WHERE id = ? AND version = ?",
+                (deployment.state, doc, deployment.version, deployment.id, expected))
+            return cursor.rowcount == 1
+
     def load(self, deployment_id: str) -> Optional[Deployment]:
         with self._locked() as db:
             row = db.execute("SELECT doc, version FROM deployments WHERE id = ?",

@@ -7,7 +7,27 @@ from pathlib import Path
 FAKE_ENGINE = Path(__file__).resolve().parent / "fake_engine.py"
 
 
-def write_catalog(path: Path) -> Path:
+#: Models for the lifecycle policy tests (tests/lifecycle/test_policies.py), only where asked for:
+#: other tests list the catalog exactly.
+POLICY_MODELS = """
+  - name: fake-two-minutes
+    model: /models/fake
+    engine: fake
+    resources: {time: "2", cpus: 1}
+  - name: fake-slow-tokens
+    model: /models/fake
+    engine: fake
+    resources: {time: "00:10:00", cpus: 1}
+    env: {OSIRE_FAKE_TOKEN_DELAY: "0.5"}
+  - name: fake-pinned
+    model: /models/fake
+    engine: fake
+    pinned: true
+    resources: {time: "00:10:00", cpus: 1}
+"""
+
+
+def write_catalog(path: Path, policies: bool = False) -> Path:
     fake = f"{sys.executable} {FAKE_ENGINE}"
     path.write_text(f"""
 engines:
@@ -42,5 +62,5 @@ models:
     model: /models/fake
     engine: fake
     resources: {{gpus: 1, time: "00:10:00", cpus: 1}}
-""")
+""" + (POLICY_MODELS if policies else ""))
     return path

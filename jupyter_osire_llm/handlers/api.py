@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from tornado import web
 
@@ -41,29 +40,43 @@ class CatalogHandler(OsireHandler):
 class DeploymentsHandler(OsireHandler):
     @web.authenticated
     def get(self) -> None:
-        now = time.time()
-        self.write_json({"deployments": [d.to_json(now) for d in self.osire.service.all()]})
+        self.write_json({"deployments": [self.deployment_json(d)
+                                         for d in self.osire.service.all()]})
 
     @web.authenticated
     async def post(self) -> None:
         body = self.json_body()
-        unknown = sorted(set(body) - {"model", "replicas", "resources"})
+        unknown = sorted(set(body) - {"model", "replicas", "resources", "idle_timeout",
+                                      "pinned"})
         if unknown:
             raise RequestError(f"unknown field(s) {', '.join(unknown)}", field=unknown[0])
+        options = self.osire.policies.launch_options(body)
         deployment = await self.osire.service.launch(body.get("model"), body.get("replicas", 1),
-                                                     body.get("resources"))
-        self.write_json(deployment.to_json(time.time()), status=201)
+                                                     body.get("resources"), **options)
+        self.write_json(self.deployment_json(deployment), status=201)
 
 
 class DeploymentHandler(OsireHandler):
     @web.authenticated
     def get(self, deployment_id: str) -> None:
-        self.write_json(self.osire.service.get(deployment_id).to_json(time.time()))
+        self.write_json(self.deployment_json(self.osire.service.get(deployment_id)))
+
+    @web.authenticated
+    async def patch(self, deployment_id: str) -> None:
+        """``{"replicas": N}``: scale up, or drain the newest replicas away."""
+        body = self.json_body()
+        unknown = sorted(set(body) - {"replicas"})
+        if unknown or "replicas" not in body:
+            raise RequestError(f"unknown field(s) {', '.join(unknown)}; known: replicas"
+                               if unknown else "'replicas' is required",
+                               field=unknown[0] if unknown else "replicas")
+        deployment = await self.osire.policies.scale(deployment_id, body["replicas"])
+        self.write_json(self.deployment_json(deployment))
 
     @web.authenticated
     async def delete(self, deployment_id: str) -> None:
         deployment = await self.osire.service.stop(deployment_id)
-        self.write_json(deployment.to_json(time.time()))
+        self.write_json(self.deployment_json(deployment))
 
 
 class LogsHandler(OsireHandler):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from jupyter_server.base.handlers import APIHandler
@@ -28,6 +29,14 @@ class OsireHandler(APIHandler):
         if not isinstance(body, dict):
             raise RequestError("request body must be a JSON object", field="body")
         return body
+
+    def deployment_json(self, deployment: Any) -> dict[str, Any]:
+        """A deployment as the API shows it, with its lifecycle policy state."""
+        now = time.time()
+        doc = deployment.to_json(now)
+        if self.osire.policies is not None:
+            doc["policy"] = self.osire.policies.view(deployment, now)
+        return doc
 
     def write_json(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)

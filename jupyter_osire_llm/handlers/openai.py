@@ -128,6 +128,8 @@ class OpenAIHandler(_RelayHandler):
         if not isinstance(model, str) or not model:
             raise RequestError("no model given: put 'model' in the JSON body or the query",
                                field="model")
+        if self.osire.policies is not None:   # launch on demand, if the site allows it
+            await self.osire.policies.before_request(model)
         await self.relay(lambda: self.osire.proxy.for_model(
             model, payload, body, self.request.method, upstream_path, self.request.headers))
 

@@ -32,7 +32,9 @@ def osire_config(backend, osire_dirs) -> dict[str, Any]:
     return {"scheduler": backend, "catalog": str(osire_dirs["catalog"]),
             "job_root": str(osire_dirs["jobs"]), "db_path": str(osire_dirs["db"]),
             "monitor_fast_interval": 0.2, "monitor_slow_interval": 1.0, "max_gpus": 2,
-            "max_deployments": 3, "max_time": "01:00:00", "local_gpus": 2}
+            "max_deployments": 3, "max_time": "01:00:00", "local_gpus": 2,
+            # the state machine as such: no restart, no renewal (test_policies.py tests those)
+            "max_restarts": 0, "renew_before": 0}
 
 
 @pytest.fixture
