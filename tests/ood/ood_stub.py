@@ -265,3 +265,85 @@ def submit(session: Session, submit_doc: dict[str, Any]) -> str:
         raise AssertionError(f"sbatch {args}: {result.stderr}")
     session.job_id = result.stdout.strip().split(";")[0]
     return session.job_id
+
+
+class Portal:
+    """The OOD web node, enough for the Connect button: a dashboard page holding the session's
+    rendered view.html, and the ``/node/<host>/<port>/...`` reverse proxy, which keeps the path
+    and, as Apache's mod_proxy does by default (ProxyPreserveHost Off), sends the node's
+    ``host:port`` as Host. Runs an aiohttp server on 127.0.0.1 in its own thread."""
+
+    HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+           "proxy-authorization", "proxy-authenticate", "content-length", "host"}
+
+    def __init__(self) -> None:
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.view_html = ""
+        self._loop = None
+        self._thread = None
+        self._runner = None
+
+    def start(self) -> "Portal":
+        import asyncio
+        import threading
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self._serve())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        assert ready.wait(30), "portal did not start"
+        return self
+
+    async def _serve(self) -> None:
+        import aiohttp
+        from aiohttp import web
+        self._client = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/pun/sys/dashboard/session", self._dashboard)
+        app.router.add_route("*", r"/node/{host}/{port:\d+}/{tail:.*}", self._node)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _dashboard(self, request):
+        from aiohttp import web
+        return web.Response(content_type="text/html", text=(
+            "<!doctype html><html><head><title>OnDemand</title></head><body>"
+            f"<div class='card'>{self.view_html}</div></body></html>"))
+
+    async def _node(self, request):
+        from aiohttp import web
+        host, port = request.match_info["host"], request.match_info["port"]
+        target = f"http://{host}:{port}{request.rel_url}"
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in self.HOP}
+        headers["Host"] = f"{host}:{port}"
+        body = await request.read()
+        async with self._client.request(request.method, target, headers=headers, data=body,
+                                        allow_redirects=False) as upstream:
+            payload = await upstream.read()
+            response = web.Response(status=upstream.status, body=payload)
+            for name, value in upstream.headers.items():
+                if name.lower() not in self.HOP:
+                    response.headers.add(name, value)
+            return response
+
+    def stop(self) -> None:
+        import asyncio
+        if self._loop is None:
+            return
+
+        async def close() -> None:
+            await self._client.close()
+            await self._runner.cleanup()
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)

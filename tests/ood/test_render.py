@@ -20,7 +20,7 @@ HOSTILE = "x'; touch /tmp/osire-pwned; echo \"$(id)\" `id` $HOME \\ \n#SBATCH --
 def site(tmp_path: Path, ruby: str) -> dict[str, str]:
     return {"OSIRE_OOD_CATALOG": str(write_catalog(tmp_path / "catalog.yaml")),
             "OSIRE_OOD_SETUP": f"export PATH={Path(sys.executable).parent}:$PATH",
-            "OSIRE_OOD_CLUSTER": "testcluster"}
+            "OSIRE_OOD_CLUSTER": "testcluster", "OSIRE_OOD_ORIGIN": "https://ood.example.edu"}
 
 
 def test_form_lists_the_catalog_and_carries_the_site_settings(site):
@@ -35,6 +35,7 @@ def test_form_lists_the_catalog_and_carries_the_site_settings(site):
                                           "fake-one-minute", "fake-gpu"]
     assert form["attributes"]["osire_catalog"]["value"] == site["OSIRE_OOD_CATALOG"]
     assert form["attributes"]["osire_setup"]["value"] == site["OSIRE_OOD_SETUP"]
+    assert form["attributes"]["osire_origin"]["value"] == "https://ood.example.edu"
 
 
 def test_form_without_a_readable_catalog_offers_no_model(ruby, tmp_path):
@@ -90,6 +91,7 @@ def test_before_sh_writes_a_private_config_and_no_secret_on_argv(site, tmp_path)
     base URL, port, the argon2 hash (not the password) and the token's file (not the token)."""
     values = ood_stub.form_values(ood_stub.render_form(site), {"osire_model": "fake-chat"})
     values["osire_catalog"] = HOSTILE
+    values["osire_origin"] = "https://ondemand.example.edu/"
     session = tmp_path / "session"
     session.mkdir()
     ood_stub.stage(values, session)
@@ -118,6 +120,7 @@ def test_before_sh_writes_a_private_config_and_no_secret_on_argv(site, tmp_path)
     assert c.IdentityProvider.token == token
     assert c.OsireLLM.catalog == HOSTILE
     assert c.PasswordIdentityProvider.allow_password_change is False
+    assert c.ServerApp.allow_origin == "https://ondemand.example.edu"   # exact, never "*"
     from jupyter_server.auth.security import passwd_check
     assert passwd_check(c.PasswordIdentityProvider.hashed_password, password)
     assert c.PasswordIdentityProvider.hashed_password.startswith("argon2:")

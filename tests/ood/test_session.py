@@ -41,7 +41,14 @@ def scontrol(job_id: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def session(slurm_cluster, ruby) -> Iterator[ood_stub.Session]:
+def portal() -> Iterator[ood_stub.Portal]:
+    portal = ood_stub.Portal().start()
+    yield portal
+    portal.stop()
+
+
+@pytest.fixture(scope="module")
+def session(slurm_cluster, ruby, portal) -> Iterator[ood_stub.Session]:
     user, _ = ood_stub.session_user()
     # Our own scratch folder (pytest's base temp may be pruned by another pytest run meanwhile):
     # the site's catalog, the session folder (as under ~/ondemand), the model jobs' folders.
@@ -50,7 +57,7 @@ def session(slurm_cluster, ruby) -> Iterator[ood_stub.Session]:
     site = {"OSIRE_OOD_CATALOG": str(write_catalog(shared / "catalog.yaml")),
             # as a site's module would: the Jupyter environment with the extension on PATH
             "OSIRE_OOD_SETUP": ood_stub.site_setup(Path(sys.executable), shared),
-            "OSIRE_OOD_CLUSTER": "osire"}
+            "OSIRE_OOD_CLUSTER": "osire", "OSIRE_OOD_ORIGIN": portal.url}
     (shared / "catalog.yaml").chmod(0o644)
     form = ood_stub.render_form(site)
     assert ["fake-chat - the fake OpenAI engine", "fake-chat"] in \
@@ -148,6 +155,14 @@ def test_connect_logs_in_under_the_node_base_url(session, browser):
     stranger = requests.Session()
     assert stranger.post(base + "login", data={"password": str(conn["password"])},
                          timeout=30, allow_redirects=False).status_code == 403
+    # A page of another site posting the right password with a valid _xsrf: its Origin is not
+    # the portal's (the only one allowed), so Jupyter refuses it.
+    other = requests.Session()
+    page = other.get(base + "login", timeout=30)
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+    assert other.post(base + "login", data={"password": str(conn["password"]), "_xsrf": xsrf},
+                      headers={"Origin": "https://elsewhere.example"}, timeout=30,
+                      allow_redirects=False).status_code in (403, 404)
     wrong = requests.Session()
     page = wrong.get(base + "login", timeout=30)
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
@@ -159,8 +174,7 @@ def test_health_and_the_model_chosen_in_the_form(session, browser):
     base = _base(session.connection())
     health = browser.get(base + "osire/api/health", timeout=30)
     assert health.status_code == 200, health.text
-    assert health.json()["scheduler"]["name"] == "slurm" if isinstance(
-        health.json().get("scheduler"), dict) else True
+    assert health.json()["scheduler"]["name"] == "slurm"
     listing = browser.get(base + "osire/api/deployments", timeout=30).json()["deployments"]
     assert [d["model"] for d in listing] == ["fake-chat"], session.output()[-3000:]
     ready = _wait_ready(browser, base, listing[0]["id"])
@@ -198,7 +212,7 @@ def test_model_jobs_inherit_nothing_of_the_session_job(session, browser):
     its own SLURM_* only, and neither the session's password nor its token."""
     base = _base(session.connection())
     listing = browser.get(base + "osire/api/deployments", timeout=30).json()["deployments"]
-    engine_job = next(d for d in listing if d["state"] == "ready")["replicas"][0]["job_id"]
+    engine_job = _wait_ready(browser, base, listing[0]["id"])["replicas"][0]["job_id"]
     outer, inner = scontrol(session.job_id), scontrol(engine_job)
     assert (outer["NumCPUs"], outer["TimeLimit"]) == ("2", "01:00:00"), outer
     assert outer.get("MinMemoryNode") == "2G", outer
@@ -247,3 +261,38 @@ def _engine_environment(job_id: str) -> dict[str, str]:
         if env.get("SLURM_JOB_ID") == job_id and b"fake_engine.py" in cmdline:
             return env
     raise AssertionError(f"no engine process of job {job_id} found")
+
+
+@pytest.mark.browser
+def test_connect_button_logs_in_through_the_portal(session, portal, tmp_path):
+    """The rendered view.html in a real browser on the portal stand-in: the button fills in the
+    login page's _xsrf, posts the password through the /node proxy (Host rewritten, Origin the
+    portal's), and the new tab is JupyterLab, logged in: its own fetch of the health route works."""
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        if os.environ.get("CI"):
+            pytest.fail("Debian chromium is missing")
+        pytest.skip("Debian chromium is missing")
+    from playwright.sync_api import sync_playwright
+    conn = session.connection()
+    portal.view_html = ood_stub.render_view(conn, tmp_path)
+    base = f"/node/{conn['host']}/{conn['port']}/"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--disable-sync"])
+        try:
+            page = browser.new_page()
+            page.goto(portal.url + "/pun/sys/dashboard/session")
+            page.wait_for_function(
+                "document.querySelector('input[name=_xsrf]').value !== ''", timeout=60000)
+            with page.context.expect_page(timeout=60000) as opened:
+                page.click("button[type=submit]")
+            lab = opened.value
+            lab.wait_for_url(re.compile(re.escape(portal.url + base + "lab")), timeout=60000)
+            status = lab.evaluate(f"fetch('{base}osire/api/health').then(r => r.status)")
+            assert status == 200
+            title = lab.evaluate("document.title")
+            assert "JupyterLab" in title
+        finally:
+            browser.close()
