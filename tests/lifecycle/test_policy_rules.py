@@ -162,3 +162,39 @@ def test_renewal_is_due_before_the_limit_but_never_at_once(policies):
     assert short._renew_at(d, r) == 1000.0 + 90
     assert Policies(policies.service, policies.router,
                     PolicyConfig(renew_before=0))._renew_at(d, r) is None
+
+
+def test_on_demand_and_scale_up_say_which_limit_stops_them(tmp_path):
+    import asyncio
+    from jupyter_osire_llm.spec import SiteLimits
+    catalog = parse_catalog({
+        "engines": {"e": {"command": "bash -c 'sleep 60'", "kind": "openai", "guard": False,
+                          "key_env": "VLLM_API_KEY", "insecure": True}},
+        "models": [{"name": "g", "model": "/g", "engine": "e", "resources": {"gpus": 1}}]})
+    from jupyter_osire_llm.schedulers.local import LocalScheduler
+    service = make_service(tmp_path, catalog, LocalScheduler(tmp_path / "local", gpus=2),
+                           limits=SiteLimits(max_total_gpus=1, max_deployments=1))
+    policies = Policies(service, Router(service), PolicyConfig(launch_on_demand=True))
+
+    async def scenario() -> None:
+        d = await service.launch("g")
+        try:
+            with pytest.raises(LimitExceeded) as info:
+                await policies.scale(d.id, 2)                  # a second GPU: over the limit
+            assert "max_total_gpus" == info.value.field and "1 GPUs per user" in \
+                info.value.message
+            assert len(service.get(d.id).replicas) == 1          # nothing added or submitted
+            await service.stop(d.id)
+            service2 = make_service(tmp_path / "other", catalog,
+                                    limits=SiteLimits(max_deployments=0))
+            on_demand = Policies(service2, Router(service2),
+                                 PolicyConfig(launch_on_demand=True))
+            with pytest.raises(LimitExceeded) as info:
+                await on_demand.before_request("g")
+            assert "cannot be launched on demand" in info.value.message
+            assert service2.all() == []
+        finally:
+            for job in service.live_jobs():
+                service.scheduler.cancel(job[2])
+
+    asyncio.run(scenario())
