@@ -1,6 +1,6 @@
 """The Open OnDemand app's ERB files, rendered by Ruby as OOD renders them, for sample form values:
 valid YAML and shell (``bash -n``), the site catalog in the form, OOD's submit options, quoting of
-hostile values, and the Connect button. The session itself runs in test_session.py."""
+hostile values, and the Connect button. The session itself runs in test_ood_session.py."""
 from __future__ import annotations
 
 import re
