@@ -289,6 +289,7 @@ def test_renewal_before_the_time_limit_costs_no_request(make_server):
             return body if done else {}
         body = eventually(renewed, timeout=200, what="renewal")
         loop.wait_for(5)
+    print(f"renewal under a request loop: {loop.ok} requests, {len(loop.failures)} failed")
     assert loop.failures == [], loop.failures
     assert "replaced by replica 1" in body["replicas"][0]["reason"], body
     assert body["state"] == "ready"
@@ -327,6 +328,8 @@ def test_scale_up_and_down_under_load(make_server):
         assert code == 200 and body["policy"]["replicas_wanted"] == 1, body
         eventually(ready_count(1), timeout=120, what="back to 1 replica")
         loop.wait_for(5)
+    print(f"scale 1 -> 3 -> 1 under a request loop: {loop.ok} requests, "
+          f"{len(loop.failures)} failed")
     assert loop.failures == [], loop.failures
     code, body = server.request("GET", f"osire/api/deployments/{d['id']}")
     assert [r["index"] for r in live_replicas(body)] == [0]          # the newest drained away
