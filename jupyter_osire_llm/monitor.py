@@ -72,6 +72,7 @@ class Monitor:
         self.cycles = 0
         self.queries = 0
         self._task: Optional[asyncio.Task] = None
+        self._stopping = False
         self._session: Optional[aiohttp.ClientSession] = None
         self._last_health: dict[tuple[str, int], float] = {}
         self._last_change = clock()
@@ -80,15 +81,14 @@ class Monitor:
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self.run())
 
     async def stop(self) -> None:
+        self._stopping = True      # ends the loop even if a cancellation is lost on the way
         if self._task:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait({self._task})
             self._task = None
         for probe in list(self._probes.values()):
             probe.cancel()
@@ -106,17 +106,24 @@ class Monitor:
         self.leader = False
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.cycle()
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let one bad cycle end monitoring
                 log.exception("monitor cycle failed")
-            try:
-                await asyncio.wait_for(self.service.changed.wait(), self.tick)
-            except asyncio.TimeoutError:
-                pass
+            await self._pause()
+
+    async def _pause(self) -> None:
+        """Until the next tick or a change the service signals. Not ``asyncio.wait_for``: on
+        Python < 3.12 it can swallow a cancellation that comes as the wait ends, and the loop
+        would outlive the server's shutdown (seen as a hung test teardown)."""
+        waiter = asyncio.ensure_future(self.service.changed.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=self.tick)
+        finally:
+            waiter.cancel()
 
     def next_query_in(self) -> float:
         return max(0.0, self._next_query - self.clock())
