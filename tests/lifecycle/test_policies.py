@@ -334,3 +334,21 @@ def test_scale_up_and_down_under_load(make_server):
     code, body = server.request("GET", f"osire/api/deployments/{d['id']}")
     assert [r["index"] for r in live_replicas(body)] == [0]          # the newest drained away
     assert all(r["reason"] == "scaled down" for r in body["replicas"][1:]), body
+
+
+def test_traffic_on_the_server_that_does_not_watch_keeps_the_deployment(make_server, tmp_path):
+    watcher = make_server(idle_timeout=6, db_path=str(tmp_path / "shared.sqlite"))
+    eventually(lambda: watcher.request("GET", "osire/api/health")[1]["monitor"]["watching"],
+               what="the first server watches")
+    other = make_server(idle_timeout=6, db_path=str(tmp_path / "shared.sqlite"))
+    assert other.request("GET", "osire/api/health")[1]["monitor"]["watching"] is False
+    d = launch(other, "fake-chat")
+    watcher.wait_state(d["id"], {"ready"}, timeout=90)
+    client = sdk(other)
+    for _ in range(30):     # one request per 0.5 s for 15 s, all through the other server
+        assert chat(client, "fake-chat")
+        time.sleep(0.5)
+    code, body = watcher.request("GET", f"osire/api/deployments/{d['id']}")
+    assert body["state"] == "ready" and body["policy"]["last_used"], body
+    ended = watcher.wait_state(d["id"], {"stopped"}, timeout=60)
+    assert ended["reason"].startswith("idle: no inference request for 6 s")

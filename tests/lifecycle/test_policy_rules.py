@@ -198,3 +198,16 @@ def test_on_demand_and_scale_up_say_which_limit_stops_them(tmp_path):
                 service.scheduler.cancel(job[2])
 
     asyncio.run(scenario())
+
+
+def test_the_view_shows_a_queued_replacement_and_a_draining_replica(policies):
+    now = policies.clock()
+    old = Replica(0, "/f", job_id="7", state=READY, started_at=now - 70, ready_at=now - 68)
+    queued = Replica(1, "/g", job_id="8", state=QUEUED, reason="Resources", replaces=0)
+    view = policies.view(deployment(old, queued), now)
+    assert view["renewal"] == "replica 0 near its time limit; replacement 1 queued: Resources"
+    assert view["replicas_wanted"] == 1
+    draining = replace(old, retire="replaced by replica 1 before its time limit",
+                       retire_at=now)
+    view = policies.view(deployment(draining, replace(queued, state=READY, reason=None)), now)
+    assert view["renewal"].startswith("replica 0 draining (replaced by replica 1")
