@@ -270,6 +270,35 @@ def test_log_viewer_follows_and_searches(page: Any) -> None:
     page.evaluate("window.jupyterapp.commands.execute('application:close-all')")
 
 
+def test_insert_into_a_notebook_and_run_it(page: Any) -> None:
+    """The inserted call runs as is in the notebook's kernel: client() finds the server."""
+    page.evaluate("window.jupyterapp.commands.execute('notebook:create-new', "
+                  "{kernelName: 'python3'}).then(() => null)")
+    notebook = page.locator(".jp-NotebookPanel").last
+    notebook.wait_for()
+    _deployment(page, "tiny-chat").get_by_role(
+        "button", name="Insert code calling tiny-chat into the notebook").click()
+    cell = notebook.locator(".jp-CodeCell").nth(1)  # below the new notebook's empty cell
+    sync_api.expect(cell.locator(".cm-content")).to_contain_text("llm = client()")
+    source = cell.locator(".cm-content").inner_text()
+    assert TOKEN not in source and 'model="tiny-chat"' in source, source
+    # A cell run before the kernel is up is skipped: wait for it as a user would.
+    sync_api.expect(page.locator(".jp-StatusBar-Widget").filter(
+        has_text="Python 3 (ipykernel) | Idle").first).to_be_visible(timeout=120_000)
+    cell.locator(".cm-content").click()  # as a user does: into the cell, Shift+Enter
+    page.keyboard.press("Shift+Enter")
+    output = cell.locator(".jp-OutputArea-output")
+    try:
+        sync_api.expect(output.first).to_contain_text("t0", timeout=120_000)
+    finally:
+        shoot(page, "12-notebook")
+    assert "Traceback" not in output.first.inner_text()
+    page.evaluate("window.jupyterapp.commands.execute('application:close-all')")
+    dialog = page.locator(".jp-Dialog")
+    if dialog.count():
+        dialog.locator(".jp-mod-accept, .jp-mod-warn").last.click()
+
+
 def test_failed_launch_shows_reason_and_log_tail(page: Any) -> None:
     _card(page, "broken-model").get_by_role("button", name="Launch broken-model").click()
     deployment = _deployment(page, "broken-model")
