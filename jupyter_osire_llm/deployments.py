@@ -271,6 +271,10 @@ class DeploymentService:
     async def set_note(self, deployment_id: str, note: Optional[str]) -> None:
         await self._mutate(deployment_id, lambda d: replace(d, note=note))
 
+    def submitting(self, deployment_id: str) -> bool:
+        """Whether this server is submitting jobs of the deployment right now."""
+        return deployment_id in self._launching
+
     def replica_key(self, deployment_id: str, index: int) -> Optional[str]:
         return self._keys.get((deployment_id, index))
 

@@ -189,7 +189,7 @@ class Policies:
             try:
                 if d.stop_requested:
                     if any(r.waiting_restart for r in d.replicas) and \
-                            d.id not in self.service._launching:
+                            not self.service.submitting(d.id):
                         await self.service.end_waiting(d.id, d.stop_reason or "stopped by user")
                     continue
                 if not d.live:
