@@ -111,7 +111,23 @@ class Kernel:
         self.kc = BlockingKernelClient(connection_file=str(connection))
         self.kc.load_connection_file()
         self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=180)   # a kernel starts slowly on a loaded 2-core CI box
+        self._wait_for_kernel_info(timeout=180)
+
+    def _wait_for_kernel_info(self, timeout: float) -> None:
+        """Ready once it answers kernel_info. Not ``wait_for_ready``: that calls a kernel dead
+        when one heartbeat is late (1 s), which a loaded 2-core CI machine makes happen."""
+        from queue import Empty
+        deadline = time.monotonic() + timeout
+        while True:
+            msg_id = self.kc.kernel_info()
+            try:
+                while True:
+                    reply = self.kc.get_shell_msg(timeout=5)
+                    if reply["parent_header"].get("msg_id") == msg_id:
+                        return
+            except Empty:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"kernel {self.kernel_id} did not answer in {timeout} s")
 
     def run(self, code: str, timeout: float = 120) -> list[dict[str, Any]]:
         """Execute ``code``; every IOPub message it caused, until the kernel is idle again."""
