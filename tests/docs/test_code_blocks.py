@@ -170,7 +170,9 @@ def test_configuration_tables_name_real_traits_with_their_defaults():
     traits = OsireLLM.class_traits(config=True)
     defaults = OsireLLM()
     documented = 0
-    for row in _table_rows(DOCS / "admin" / "configuration.md"):
+    rows = [row for page in ("configuration.md", "lifecycle.md")
+            for row in _table_rows(DOCS / "admin" / page)]
+    for row in rows:
         names = _ticks(row[0])
         if not names or len(row) < 3:
             continue
@@ -188,7 +190,7 @@ def test_configuration_tables_name_real_traits_with_their_defaults():
                 value = default[0]
             actual = getattr(defaults, name)
             assert actual == value, f"configuration.md: {name} default {value!r} != {actual!r}"
-    assert documented >= 20
+    assert documented >= 29
 
 
 def test_exit_code_table_is_the_cli_s():
