@@ -121,8 +121,13 @@ export interface IStateWords {
   details: string[];
 }
 
-/** What a deployment is doing, in words; `now` in epoch seconds. */
+/** What a deployment is doing, in words, policies included; `now` in epoch seconds. */
 export function describeDeployment(d: IDeployment, now: number): IStateWords {
+  const words = describeState(d, now);
+  return { ...words, details: [...words.details, ...describePolicies(d)] };
+}
+
+function describeState(d: IDeployment, now: number): IStateWords {
   const first = d.replicas[0] as IReplica | undefined;
   const reason = d.reason || first?.reason || null;
   switch (d.state) {
@@ -176,6 +181,36 @@ export function describeDeployment(d: IDeployment, now: number): IStateWords {
     default:
       return { summary: reason ?? '', details: [] };
   }
+}
+
+/**
+ * What the lifecycle policies will do, where the server reports them: the idle-shutdown
+ * countdown (or "pinned"), restarts so far, a renewal in progress, the server's note.
+ */
+export function describePolicies(d: IDeployment): string[] {
+  const lines: string[] = [];
+  const p = d.policy;
+  if (p && d.state === 'ready') {
+    if (p.pinned) {
+      lines.push('pinned: never stopped for being idle');
+    } else if (p.idle_stop_in != null && p.idle_timeout) {
+      lines.push(
+        (p.in_flight ?? 0) > 0
+          ? `busy (${p.in_flight} request${p.in_flight === 1 ? '' : 's'}): idle shutdown waits`
+          : `stops when idle: in ${formatDuration(p.idle_stop_in)} without a request`
+      );
+    }
+  }
+  if (p?.renewal) {
+    lines.push(`renewal: ${p.renewal}`);
+  }
+  if (d.restarts) {
+    lines.push(`restarted ${d.restarts} time${d.restarts === 1 ? '' : 's'} after a failure`);
+  }
+  if (d.note) {
+    lines.push(d.note);
+  }
+  return lines;
 }
 
 /** One line per replica: job, node and its own state. */

@@ -65,6 +65,22 @@ export interface IDeployment {
   replicas: IReplica[];
   updated?: number;
   stop_requested?: boolean;
+  /** Lifecycle policies (README "Lifecycle policies"), where the server has them. */
+  policy?: IPolicy | null;
+  restarts?: number;
+  failures?: number;
+  stop_reason?: string | null;
+  note?: string | null;
+}
+
+export interface IPolicy {
+  idle_timeout?: number | null;
+  idle_stop_in?: number | null;
+  pinned?: boolean;
+  last_used?: number | null;
+  in_flight?: number;
+  replicas_wanted?: number;
+  renewal?: string | null;
 }
 
 export interface IHealth {

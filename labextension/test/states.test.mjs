@@ -70,3 +70,18 @@ test('replica line', () => {
     'job 7 · n1 · Priority');
   assert.equal(s.describeReplica({ index: 1, job_id: null, reason: null, state: 'queued' }), 'not submitted');
 });
+
+test('policies in words: idle countdown, pinned, busy, renewal, restarts, note', () => {
+  const ready = extra => s.describeDeployment(deployment('ready', { node: 'n' }, extra), NOW).details;
+  assert.deepEqual(ready({ policy: { idle_timeout: 1800, idle_stop_in: 750, in_flight: 0 } }),
+    ['stops when idle: in 12m 30s without a request']);
+  assert.deepEqual(ready({ policy: { idle_timeout: 1800, idle_stop_in: 750, in_flight: 2 } }),
+    ['busy (2 requests): idle shutdown waits']);
+  assert.deepEqual(ready({ policy: { idle_timeout: 1800, pinned: true } }),
+    ['pinned: never stopped for being idle']);
+  assert.deepEqual(ready({ policy: { idle_timeout: 0, idle_stop_in: null, renewal: 'replacement queued (Priority)' },
+    restarts: 1, note: 'max_total_gpus reached: no renewal' }),
+  ['renewal: replacement queued (Priority)', 'restarted 1 time after a failure',
+    'max_total_gpus reached: no renewal']);
+  assert.deepEqual(ready({}), []);
+});
