@@ -343,7 +343,10 @@ def test_traffic_on_the_server_that_does_not_watch_keeps_the_deployment(make_ser
     other = make_server(idle_timeout=6, db_path=str(tmp_path / "shared.sqlite"))
     assert other.request("GET", "osire/api/health")[1]["monitor"]["watching"] is False
     d = launch(other, "fake-chat")
+    eventually(lambda: watcher.request("GET", f"osire/api/deployments/{d['id']}")[0] == 200,
+               what="the watcher reads the other server's launch from the shared state")
     watcher.wait_state(d["id"], {"ready"}, timeout=90)
+    other.wait_state(d["id"], {"ready"}, timeout=30)     # and the other server reads that back
     client = sdk(other)
     for _ in range(30):     # one request per 0.5 s for 15 s, all through the other server
         assert chat(client, "fake-chat")
