@@ -514,7 +514,11 @@ class DeploymentService:
         if changed:
             fresh = await asyncio.to_thread(
                 lambda: [d for d in map(self.store.load, changed) if d is not None])
-            await asyncio.to_thread(lambda: [self._adopt(d) for d in fresh])
+            await asyncio.to_thread(self._adopt_all, fresh)
+
+    def _adopt_all(self, deployments: list[Deployment]) -> None:
+        for deployment in deployments:
+            self._adopt(deployment)
 
     def _adopt(self, deployment: Deployment) -> None:
         """Take a record from the store into memory, with its replicas' keys (read from their

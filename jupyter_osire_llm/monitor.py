@@ -98,12 +98,15 @@ class Monitor:
             await self._session.close()
             self._session = None
         try:   # let another server of this user take over at once
-            store, me = self.service.store, self.service.server_id
-            await asyncio.to_thread(lambda: (store.release(MONITOR_LEASE, me),
-                                             store.release(f"server:{me}", me)))
+            await asyncio.to_thread(self._release_leases)
         except OsireError:
             pass
         self.leader = False
+
+    def _release_leases(self) -> None:
+        store, me = self.service.store, self.service.server_id
+        store.release(MONITOR_LEASE, me)
+        store.release(f"server:{me}", me)
 
     async def run(self) -> None:
         while not self._stopping:

@@ -154,7 +154,9 @@ def _allowed(resources: Resources, name: str, allowed: Sequence[str]) -> Resourc
     if not allowed:
         return resources
     if value is None:
-        return replace(resources, **{name: allowed[0]})
+        first = allowed[0]
+        return replace(resources, partition=first) if name == "partition" else \
+            replace(resources, account=first)
     if value not in allowed:
         raise LimitExceeded(f"resources.{name} {value!r} is not allowed here; allowed: "
                             f"{', '.join(allowed)}", field=f"resources.{name}")
