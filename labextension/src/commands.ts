@@ -268,7 +268,7 @@ export function connectNotifications(app: JupyterFrontEnd, model: OsireModel): v
       });
     } else if (d.state === 'failed') {
       Notification.error(`${d.model} failed: ${d.reason ?? 'see its log'}`, {
-        autoClose: 10000,
+        autoClose: false, // a failure stays until dismissed
         actions: [
           {
             label: 'Open log',
