@@ -267,13 +267,16 @@ def make_session(config: ProxyConfig) -> aiohttp.ClientSession:
 def request_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The caller's headers minus hop-by-hop ones (also those its ``Connection`` names) and
     the caller's Jupyter credentials."""
-    drop = REQUEST_DROP | connection_named(headers)
+    named = connection_named(headers)
+    drop = REQUEST_DROP | named if named else REQUEST_DROP   # no new set on the usual request
     return {name: value for name, value in headers.items() if name.lower() not in drop}
 
 
 def connection_named(headers: Mapping[str, str]) -> frozenset[str]:
     """Header names a ``Connection`` header declares hop-by-hop (RFC 9110 7.6.1)."""
     value = ",".join(v for k, v in headers.items() if k.lower() == "connection")
+    if not value:
+        return frozenset()
     return frozenset(t.strip().lower() for t in value.split(",") if t.strip())
 
 
@@ -295,7 +298,8 @@ def with_key(headers: dict[str, str], key: Optional[str]) -> dict[str, str]:
 def response_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The engine's headers (lower-case names) minus hop-by-hop ones and the security headers
     that are Jupyter's to set (CSP, CORS, frame options); repeats joined by ', '."""
-    drop = RESPONSE_DROP | connection_named(headers)
+    named = connection_named(headers)
+    drop = RESPONSE_DROP | named if named else RESPONSE_DROP
     out: dict[str, str] = {}
     for name, value in headers.items():
         name = name.lower()
