@@ -12,6 +12,7 @@ from traitlets import (Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError
                        default, validate)
 
 from . import __version__
+from .batches import BatchService
 from .catalog import Catalog, load_catalog
 from .context import OsireContext
 from .deployments import DeploymentService
@@ -90,6 +91,11 @@ class OsireLLM(ExtensionApp):
                          "ready and the old one drains. 0: no renewal.")
     readiness_timeout = Float(30.0, config=True, help="Seconds the one-token completion that "
                               "makes a starting replica ready may take.")
+    max_batches = Int(4, config=True, help="Most batches one user may have queued or running.")
+    batch_concurrency = Int(16, config=True, help="Requests a batch job keeps in flight to its "
+                            "engine at once (the engine batches them on the GPU).")
+    max_batch_file_size = Int(200 * 1024 * 1024, config=True, help="Largest file (bytes) that "
+                              "may be uploaded to /osire/v1/files.")
     log_level_name = CaselessStrEnum(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], "INFO",
                                      config=True, help="Log level of the extension's logger "
                                      "(also settable at run time: PUT /osire/api/admin).")
@@ -115,7 +121,8 @@ class OsireLLM(ExtensionApp):
 
     @validate("max_gpus", "max_deployments", "max_replicas", "local_gpus", "keep_finished",
               "max_total_gpus", "max_restarts", "idle_timeout", "max_idle_timeout",
-              "launch_on_demand_wait", "restart_backoff", "renew_before")
+              "launch_on_demand_wait", "restart_backoff", "renew_before", "max_batches",
+              "max_batch_file_size")
     def _check_counts(self, proposal: dict) -> int:
         if proposal["value"] < 0:
             raise TraitError(f"OsireLLM.{proposal['trait'].name} must be 0 or more")
@@ -159,11 +166,18 @@ class OsireLLM(ExtensionApp):
                               self.max_total_gpus),
             advertise_host=self.engine_host or ("127.0.0.1" if local else ""),
             bind_host="127.0.0.1" if local else "0.0.0.0", keep_finished=self.keep_finished)
+        batches = BatchService(
+            catalog=catalog, limits=service.limits, scheduler=scheduler, store=service.store,
+            renderer=service.renderer, job_root=Path(self.job_root), server_id=service.server_id,
+            changed=service.changed, max_batches=self.max_batches,
+            concurrency=max(1, self.batch_concurrency), max_file_size=self.max_batch_file_size)
         monitor = Monitor(service, scheduler, fast_interval=self.monitor_fast_interval,
                           slow_interval=self.monitor_slow_interval,
                           readiness_timeout=self.readiness_timeout)
         context = OsireContext(version=__version__, scheduler=scheduler, scheduler_reason=why,
-                               catalog=catalog, service=service, monitor=monitor)
+                               catalog=catalog, service=service, monitor=monitor,
+                               batches=batches)
+        monitor.batches = batches
         self._attach_proxy(context)
         context.policies = monitor.policies = Policies(service, context.router, PolicyConfig(
             idle_timeout=self.idle_timeout, launch_on_demand=self.launch_on_demand,

@@ -21,3 +21,4 @@ class OsireContext:
     router: Any = None                     # router.Router, built after the service
     proxy: Any = None                      # proxy.UpstreamProxy
     policies: Any = None                   # policies.Policies (lifecycle policies)
+    batches: Any = None                    # batches.BatchService (offline batch inference)

@@ -63,6 +63,7 @@ class Monitor:
         self.health_interval, self.health_timeout = health_interval, health_timeout
         self.readiness_timeout = readiness_timeout
         self.policies: Any = None                 # policies.Policies, set by the extension
+        self.batches: Any = None                  # batches.BatchService, set by the extension
         self._probes: dict[tuple[str, int], asyncio.Task] = {}
         self.clock, self.wall_clock = clock, wall_clock
         self.leader = False
@@ -135,6 +136,8 @@ class Monitor:
         now = self.clock()
         await self._renew_leases(now)
         await self.service.refresh()
+        if self.batches is not None:
+            await self.batches.refresh()
         if self.service.changed.is_set():
             self.service.changed.clear()
             self._changed(now)
@@ -145,16 +148,19 @@ class Monitor:
             self.cycles += 1
             return
         await self._reap_interrupted()
-        if now >= self._next_query and self.service.live_jobs():
+        if now >= self._next_query and (self.service.live_jobs() or self._batch_jobs()):
             await self._query()
             now = self.clock()
             self._next_query = now + query_interval(now - self._last_change,
                                                     self.fast_interval, self.slow_interval)
         await self._check_replicas()
+        if self.batches is not None:
+            await self.batches.observe_progress()
         if self.policies is not None:
             await self.policies.cycle(leader=True)
         signature = tuple((d.id, d.state, tuple(r.state for r in d.replicas))
-                          for d in self.service.all())
+                          for d in self.service.all()) + tuple(
+            (b.id, b.status) for b in (self.batches.all() if self.batches else ()))
         if signature != self._signature:
             self._signature = signature
             self._changed(self.clock())
@@ -187,11 +193,16 @@ class Monitor:
         self._last_change = now
         self._next_query = min(self._next_query, now)
 
+    def _batch_jobs(self) -> list:
+        return self.batches.live_jobs() if self.batches is not None else []
+
     async def _query(self) -> None:
-        live = self.service.live_jobs()
+        """One scheduler call for every engine job and every batch job."""
+        live, batches = self.service.live_jobs(), self._batch_jobs()
         self.queries += 1
         try:
-            infos = await asyncio.to_thread(self.scheduler.query, [j for _, _, j in live])
+            infos = await asyncio.to_thread(self.scheduler.query, [j for _, _, j in live] +
+                                            [j for _, j in batches])
         except SchedulerError as exc:
             if self.last_error != exc.message:
                 log.warning("scheduler query failed, keeping last known states: %s", exc.message)
@@ -201,6 +212,9 @@ class Monitor:
         for deployment_id, replica, job in live:
             if job.id in infos:
                 await self.service.observe_job(deployment_id, replica.index, infos[job.id])
+        for batch_id, job in batches:
+            if job.id in infos:
+                await self.batches.observe_job(batch_id, infos[job.id])
         await self.service.retry_cancels()   # the controller answers: a good time to retry
 
     async def _reap_interrupted(self) -> None:
@@ -213,6 +227,11 @@ class Monitor:
                          if d.launched_by})
             await self.service.reap_interrupted(lambda server: alive.get(server, False))
         await self.service.cancel_interrupted()
+        if self.batches is not None:
+            cut_off = {b.launched_by for b in self.batches.all() if b.status == "validating"}
+            if cut_off:
+                alive = await asyncio.to_thread(lambda: {s: self._alive(s) for s in cut_off})
+                await self.batches.reap_interrupted(lambda server: alive.get(server, False))
 
     async def _check_replicas(self) -> None:
         now = self.clock()

@@ -19,6 +19,7 @@ from .schedulers.base import Resources
 PACKAGED_TEMPLATES = Path(__file__).parent / "sbatch"
 SOURCE_TEMPLATES = Path(__file__).parent.parent / "sbatch"   # editable installs, source trees
 GUARD_MIDDLEWARE = "engine_guard.KeyGuard"
+BATCH_TEMPLATE = "batch.sh.j2"
 
 
 def template_dirs(site_dir: Optional[str]) -> list[Path]:
@@ -83,4 +84,20 @@ class ScriptRenderer:
             engine_args=engine_argv(entry, resources, ctx.bind_host),
             key_env=entry.engine.key_env, key_file_flag=entry.engine.key_file_flag,
             tls_cert_flag=entry.engine.tls_cert_flag, tls_key_flag=entry.engine.tls_key_flag)
+
+    def render_batch(self, entry: ModelEntry, resources: Resources, batch_id: str,
+                     job_dir: Path, concurrency: int) -> str:
+        """The job script of a batch: the engine on the node's loopback, and the batch runner."""
+        try:
+            template = self.env.get_template(BATCH_TEMPLATE)
+        except jinja2.TemplateNotFound as exc:
+            raise ConfigError(f"batch template {exc.name!r} not found") from exc
+        return template.render(
+            batch_id=batch_id, served_name=entry.name, engine_name=entry.engine.name,
+            job_dir=str(job_dir), engine_setup=entry.engine.setup.strip(),
+            model_setup=entry.setup.strip(), env={**entry.engine.env, **entry.env},
+            command=entry.engine.command,
+            engine_args=engine_argv(entry, resources, "127.0.0.1"),
+            key_env=entry.engine.key_env, key_file_flag=entry.engine.key_file_flag,
+            concurrency=concurrency)
 

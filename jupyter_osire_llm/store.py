@@ -36,6 +36,18 @@ CREATE TABLE IF NOT EXISTS deployments (
     doc     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deployments_state ON deployments(state);
+CREATE TABLE IF NOT EXISTS batches (
+    id      TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    version INTEGER NOT NULL,
+    doc     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    id      TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    version INTEGER NOT NULL,
+    doc     TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS leases (
     name    TEXT PRIMARY KEY,
     owner   TEXT NOT NULL,
@@ -165,6 +177,60 @@ class Store:
                 self.problems.append(problem)
             return None
 
+    # -- batches and files: JSON documents with versions (batches.py) -----------------------
+
+    def insert_doc(self, table: str, doc_id: str, created: float, doc: dict,
+                   check: Optional[Callable[[list[dict]], None]] = None) -> None:
+        """Insert a new document after ``check`` (which raises to refuse) has seen every other
+        one of the table, in one write transaction (limits that hold across servers)."""
+        text = json.dumps(doc)
+        with self._locked() as db, self._transaction(db):
+            if check is not None:
+                check([d for d in (self._parse_doc(table, i, t) for i, t, _ in db.execute(
+                    f"SELECT id, doc, version FROM {_table(table)}")) if d is not None])
+            db.execute(f"INSERT INTO {_table(table)} (id, created, version, doc) "
+                       "VALUES (?, ?, 1, ?)", (doc_id, created, text))
+
+    def save_doc(self, table: str, doc_id: str, doc: dict, expected: int) -> bool:
+        """Write a document as version ``expected + 1``; False when another writer got there
+        first (or it is gone)."""
+        with self._locked() as db:
+            cursor = db.execute(f"UPDATE {_table(table)} SET doc = ?, version = ? "
+                                "WHERE id = ? AND version = ?",
+                                (json.dumps(doc), expected + 1, doc_id, expected))
+            return cursor.rowcount == 1
+
+    def load_docs(self, table: str, ids: Optional[list[str]] = None) -> list[tuple[dict, int]]:
+        """Documents (all, or those of ``ids``) with their versions, oldest first."""
+        query = f"SELECT id, doc, version FROM {_table(table)}"
+        with self._locked() as db:
+            if ids is None:
+                rows = db.execute(query + " ORDER BY created").fetchall()
+            else:
+                rows = [row for i in ids for row in db.execute(query + " WHERE id = ?", (i,))]
+        loaded = ((self._parse_doc(table, i, text), version) for i, text, version in rows)
+        return [(doc, version) for doc, version in loaded if doc is not None]
+
+    def doc_versions(self, table: str) -> dict[str, int]:
+        with self._locked() as db:
+            return dict(db.execute(f"SELECT id, version FROM {_table(table)}").fetchall())
+
+    def delete_doc(self, table: str, doc_id: str) -> None:
+        with self._locked() as db:
+            db.execute(f"DELETE FROM {_table(table)} WHERE id = ?", (doc_id,))
+
+    def _parse_doc(self, table: str, doc_id: str, text: str) -> Optional[dict]:
+        try:
+            doc = json.loads(text)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+            return doc
+        except ValueError as exc:
+            problem = f"{table} {doc_id}: unreadable record skipped ({exc})"
+            if problem not in self.problems:
+                self.problems.append(problem)
+            return None
+
     # -- leases --------------------------------------------------------------------------------
 
     def claim(self, name: str, owner: str, now: float, ttl: float) -> bool:
@@ -213,6 +279,12 @@ class _Transaction:
                 self.db.execute("ROLLBACK")   # a COMMIT that failed (full disk) leaves it open
                 raise
         self.db.execute("ROLLBACK")
+
+
+def _table(name: str) -> str:
+    if name not in ("batches", "files"):   # table names cannot be bound parameters
+        raise ValueError(f"no document table {name!r}")
+    return name
 
 
 def _from_doc(doc: dict) -> Deployment:

@@ -1,9 +1,11 @@
-"""HTTP handlers: /osire/api (REST) and /osire/v1 (OpenAI proxy). Thin; the core does the work."""
+"""HTTP handlers: /osire/api (REST), /osire/v1 (OpenAI proxy; files and batches). Thin; the core
+does the work."""
 from __future__ import annotations
 
 from .api import API_HANDLERS
+from .batches import BATCH_HANDLERS
 from .openai import OPENAI_HANDLERS
 
 
 def default_handlers() -> list[tuple]:
-    return [*API_HANDLERS, *OPENAI_HANDLERS]
+    return [*API_HANDLERS, *BATCH_HANDLERS, *OPENAI_HANDLERS]   # before /osire/v1/(.*)

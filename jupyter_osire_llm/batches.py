@@ -1,0 +1,460 @@
+"""Offline batch inference: the OpenAI Files and Batches subset, each batch one Slurm job.
+
+A batch's input is checked line by line before anything is submitted (``batch_input.py``); then
+it gets a folder under ``<job_root>/batches/``, holding its input, the job script
+(``sbatch/batch.sh.j2``: the catalog model's engine on the node's loopback, and
+``batch_runner.py`` appending each answer as it arrives), its results and its log. Records live
+in the shared SQLite store, written with a compare-and-swap on their version like deployments;
+the monitor observes batch jobs in the same single scheduler query as engines and is the only
+writer of what it observes (``observe_job``, ``observe_progress``).
+
+Uploaded files live under ``<job_root>/files/``; a batch's output and error files are its own
+result files, served as ``file-<batch>-output`` and ``file-<batch>-errors``.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import shutil
+import time
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .batch_input import check_endpoint, check_input
+from .batch_states import (CANCELLED, CANCELLING, QUEUED, RESUMABLE, VALIDATING, Batch,
+                           apply_counts, apply_job_info, error_file_id, output_file_id)
+from .catalog import Catalog
+from .errors import (Conflict, NotFound, OsireError, RequestError, RequestTooLarge,
+                     SchedulerError, SchedulerTimeout, StoreError)
+from .logtail import read_tail
+from .render import ScriptRenderer
+from .schedulers.base import Job, JobInfo, JobRequest, Resources, Scheduler
+from .spec import SiteLimits, parse_resources
+from .store import Store
+
+log = logging.getLogger(__name__)
+RUNNER_SOURCE = Path(__file__).parent / "batch_runner.py"
+GUARD_SOURCE = Path(__file__).parent / "engine_guard.py"
+INPUT, OUTPUT, ERRORS, PROGRESS, KEY = ("input.jsonl", "output.jsonl", "errors.jsonl",
+                                        "progress.json", "key")
+PURPOSES = ("batch", "batch_output", "user_data")
+CREATE_FIELDS = {"input_file_id", "endpoint", "completion_window", "metadata", "resources"}
+CANCEL_RETRY = 5.0
+
+
+class BatchService:
+    def __init__(self, *, catalog: Catalog, limits: SiteLimits, scheduler: Scheduler,
+                 store: Store, renderer: ScriptRenderer, job_root: Path, server_id: str,
+                 changed: asyncio.Event, max_batches: int = 4, concurrency: int = 16,
+                 max_file_size: int = 200 * 1024 * 1024,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.catalog, self.limits, self.scheduler = catalog, limits, scheduler
+        self.store, self.renderer, self.server_id = store, renderer, server_id
+        self.changed, self.clock = changed, clock
+        self.max_batches, self.concurrency, self.max_file_size = \
+            max_batches, concurrency, max_file_size
+        self.batch_root, self.file_root = job_root / "batches", job_root / "files"
+        self._batches: dict[str, Batch] = {}
+        self._submitting: set[str] = set()
+        self._cancelled_at: dict[str, float] = {}
+        for doc, version in store.load_docs("batches"):
+            self._remember(doc, version)
+
+    # -- files ---------------------------------------------------------------------------------
+
+    async def upload(self, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
+        if purpose not in PURPOSES:
+            raise RequestError(f"'purpose' must be one of {', '.join(PURPOSES)}, got {purpose!r}",
+                               field="purpose")
+        if len(data) > self.max_file_size:
+            raise RequestTooLarge(f"file over the limit of {self.max_file_size} bytes",
+                                  field="file")
+        file_id = f"file-{secrets.token_hex(12)}"
+        doc = {"id": file_id, "object": "file", "bytes": len(data),
+               "created_at": int(self.clock()), "filename": _safe_name(filename),
+               "purpose": purpose, "status": "processed", "status_details": None}
+        path = self.file_root / file_id
+        await asyncio.to_thread(_write_private, path, data)
+        try:
+            await asyncio.to_thread(self.store.insert_doc, "files", file_id, self.clock(), doc)
+        except StoreError:
+            path.unlink(missing_ok=True)
+            raise
+        return doc
+
+    async def files(self) -> list[dict[str, Any]]:
+        return [doc for doc, _ in await asyncio.to_thread(self.store.load_docs, "files")]
+
+    async def file(self, file_id: str) -> dict[str, Any]:
+        batch = self._result_owner(file_id)
+        if batch is not None:
+            path = self._result_path(batch, file_id)
+            size = await asyncio.to_thread(_complete_size, path)
+            return {"id": file_id, "object": "file", "bytes": size,
+                    "created_at": batch.completed_at or batch.failed_at or batch.expired_at or
+                    batch.cancelled_at or batch.created_at, "filename": path.name,
+                    "purpose": "batch_output", "status": "processed", "status_details": None}
+        found = await asyncio.to_thread(self.store.load_docs, "files", [file_id])
+        if not found:
+            raise NotFound(f"no file {file_id!r}", field="file_id")
+        return found[0][0]
+
+    async def file_content(self, file_id: str) -> bytes:
+        batch = self._result_owner(file_id)
+        path = self._result_path(batch, file_id) if batch else self.file_root / \
+            (await self.file(file_id))["id"]
+        return await asyncio.to_thread(_complete_lines, path)
+
+    async def delete_file(self, file_id: str) -> dict[str, Any]:
+        if self._result_owner(file_id) is not None:
+            raise Conflict("a batch's result file goes with its batch", field="file_id")
+        await self.file(file_id)
+        await asyncio.to_thread(self.store.delete_doc, "files", file_id)
+        (self.file_root / file_id).unlink(missing_ok=True)
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    def _result_owner(self, file_id: str) -> Optional[Batch]:
+        for batch in self._batches.values():
+            if file_id in (output_file_id(batch.id), error_file_id(batch.id)):
+                return batch
+        return None
+
+    @staticmethod
+    def _result_path(batch: Batch, file_id: str) -> Path:
+        return Path(batch.folder) / (OUTPUT if file_id == output_file_id(batch.id) else ERRORS)
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def all(self) -> list[Batch]:
+        return sorted(self._batches.values(), key=lambda b: b.created_at, reverse=True)
+
+    def get(self, batch_id: str) -> Batch:
+        try:
+            return self._batches[batch_id]
+        except KeyError:
+            raise NotFound(f"no batch {batch_id!r}", field="batch_id") from None
+
+    async def view(self, batch: Batch) -> dict[str, Any]:
+        """The OpenAI Batch object (with the sizes of its result files)."""
+        sizes = await asyncio.to_thread(
+            lambda: [_complete_size(Path(batch.folder) / name) for name in (OUTPUT, ERRORS)])
+        return batch.to_openai(*sizes)
+
+    async def create(self, body: dict[str, Any]) -> Batch:
+        """Check everything, persist, submit; a refused batch submits nothing and keeps nothing."""
+        unknown = sorted(set(body) - CREATE_FIELDS)
+        if unknown:
+            raise RequestError(f"unknown field {unknown[0]!r}", field=unknown[0])
+        endpoint = check_endpoint(body.get("endpoint"))
+        if body.get("completion_window", "24h") != "24h":
+            raise RequestError("'completion_window' must be \"24h\"", field="completion_window")
+        metadata = _check_metadata(body.get("metadata"))
+        file_id = body.get("input_file_id")
+        if not isinstance(file_id, str) or not file_id:
+            raise RequestError("'input_file_id' is required", field="input_file_id")
+        upload = await self.file(file_id)
+        if upload["purpose"] != "batch":
+            raise RequestError(f"file {file_id} has purpose {upload['purpose']!r}, not 'batch'",
+                               field="input_file_id")
+        source = self.file_root / file_id
+        parsed = await asyncio.to_thread(_check_file, source, endpoint, list(self.catalog.models))
+        entry = self.catalog.get(parsed.model)
+        wanted = self.limits.apply(parse_resources(body.get("resources"), base=entry.resources),
+                                   1)
+        batch_id = f"batch_{secrets.token_hex(12)}"
+        batch = Batch(id=batch_id, model=parsed.model, endpoint=endpoint, input_file_id=file_id,
+                      folder=str(self.batch_root / batch_id), created_at=int(self.clock()),
+                      total=parsed.total, metadata=metadata, launched_by=self.server_id,
+                      resources={k: v for k, v in vars(wanted).items() if v is not None})
+        await asyncio.to_thread(self.store.insert_doc, "batches", batch_id, self.clock(),
+                                batch.to_doc(), self._check_count)
+        self._batches[batch_id] = replace(batch, version=1)
+        try:
+            await asyncio.to_thread(_prepare_folder, Path(batch.folder), source)
+            await self._submit(batch_id)
+        except (SchedulerError, StoreError, OSError) as exc:
+            await self._undo_create(batch_id, exc)
+            if isinstance(exc, OSError):
+                raise RequestError(f"cannot prepare the batch folder under {self.batch_root}: "
+                                   f"{exc.strerror or exc}", field="input_file_id") from exc
+            raise
+        return self.get(batch_id)
+
+    def _check_count(self, docs: list[dict]) -> None:
+        live = sum(1 for d in docs if d.get("status") in (VALIDATING, QUEUED, "in_progress",
+                                                          CANCELLING))
+        if live >= self.max_batches:
+            raise RequestError(f"{live} batches are running or queued, the most one user may "
+                               f"have (OsireLLM.max_batches = {self.max_batches})",
+                               field="input_file_id")
+
+    async def _submit(self, batch_id: str) -> None:
+        batch = self.get(batch_id)
+        entry = self.catalog.get(batch.model)
+        resources = Resources(**batch.resources)
+        folder = Path(batch.folder)
+        script = self.renderer.render_batch(entry, resources, batch_id, folder, self.concurrency)
+        request = JobRequest(name=_job_name(batch_id), script=script, folder=folder,
+                             resources=resources)
+        self._submitting.add(batch_id)
+        try:
+            await asyncio.to_thread(_new_run, folder)
+            job = await asyncio.to_thread(self.scheduler.submit, request)
+            try:
+                await self._mutate(batch_id, lambda b: replace(
+                    b, job_id=job.id, jobs=b.jobs + (job.id,), status=CANCELLING
+                    if b.cancel_requested else QUEUED, reason=None, scheduler_state=None))
+            except OsireError:   # not recorded: no job may run untracked
+                await asyncio.to_thread(self.scheduler.cancel, Job(job.id, folder))
+                raise
+        finally:
+            self._submitting.discard(batch_id)
+        if self.get(batch_id).cancel_requested:   # cancelled while it was being submitted
+            await self._send_cancel(self.get(batch_id))
+
+    async def _undo_create(self, batch_id: str, exc: Exception) -> None:
+        if isinstance(exc, SchedulerTimeout):   # sbatch may have made a job after all
+            try:
+                await asyncio.to_thread(self.scheduler.cancel_named, _job_name(batch_id))
+            except SchedulerError:
+                log.warning("batch %s: could not cancel a job sbatch may have made", batch_id)
+        batch = self._batches.pop(batch_id)
+        try:
+            await asyncio.to_thread(self.store.delete_doc, "batches", batch_id)
+        except StoreError:
+            log.error("batch %s: could not remove its record after a failed submission", batch_id)
+        await asyncio.to_thread(shutil.rmtree, batch.folder, True)
+
+    async def cancel(self, batch_id: str) -> Batch:
+        batch = self.get(batch_id)
+        if not batch.live:
+            return batch
+        now = int(self.clock())
+        batch = await self._mutate(batch_id, lambda b: replace(
+            b, cancel_requested=True, status=CANCELLED if not b.job_id else CANCELLING,
+            cancelling_at=b.cancelling_at or now,
+            cancelled_at=now if not b.job_id else b.cancelled_at))
+        if batch.job_id:
+            await self._send_cancel(batch)
+        return self.get(batch_id)
+
+    async def resume(self, batch_id: str) -> Batch:
+        """Submit a failed, expired or cancelled batch again for the requests it has not
+        answered; its results so far stay."""
+        batch = self.get(batch_id)
+        if batch.status not in RESUMABLE or batch.left == 0:
+            raise Conflict(f"batch {batch_id} is {batch.status} with {batch.left} requests left: "
+                           "nothing to resume", field="batch_id")
+
+        def change(b: Batch) -> Batch:
+            if b.status not in RESUMABLE:
+                raise Conflict(f"batch {batch_id} is {b.status}", field="batch_id")
+            return replace(b, status=VALIDATING, cancel_requested=False, reason=None,
+                           failed_at=None, expired_at=None, cancelled_at=None,
+                           cancelling_at=None, launched_by=self.server_id, log_tail=None)
+        await self._mutate(batch_id, change)
+        try:
+            await self._submit(batch_id)
+        except (SchedulerError, StoreError, OSError) as exc:
+            message = exc.message if isinstance(exc, OsireError) else str(exc)
+            await self._mutate(batch_id, lambda b: replace(
+                b, status=batch.status, reason=f"not resumed: {message}"))
+            raise
+        return self.get(batch_id)
+
+    async def _send_cancel(self, batch: Batch) -> None:
+        self._cancelled_at[batch.id] = self.clock()
+        try:
+            await asyncio.to_thread(self.scheduler.cancel, Job(str(batch.job_id),
+                                                               Path(batch.folder)))
+        except SchedulerError as exc:   # the monitor sends it again
+            log.warning("batch %s: cancel failed, will retry: %s", batch.id, exc.message)
+        self.changed.set()
+
+    # -- what the monitor observes -------------------------------------------------------------
+
+    def live_jobs(self) -> list[tuple[str, Job]]:
+        return [(b.id, Job(b.job_id, Path(b.folder))) for b in self._batches.values()
+                if b.live and b.job_id]
+
+    async def observe_job(self, batch_id: str, info: JobInfo) -> None:
+        batch = self.get(batch_id)
+        if info.job_id != batch.job_id or not batch.live:
+            return
+        now = int(self.clock())
+        if info.state.terminal:
+            counts = await asyncio.to_thread(count_results, Path(batch.folder))
+            tail = await asyncio.to_thread(read_tail, Path(batch.folder) / "job.log", 20)
+            await self._mutate(batch_id, lambda b: replace(
+                apply_job_info(apply_counts(b, *counts), info, now), log_tail=tail or None)
+                if b.live and b.job_id == info.job_id else b)
+            return
+        await self._mutate(batch_id, lambda b: apply_job_info(b, info, now)
+                           if b.live and b.job_id == info.job_id else b)
+        if batch.cancel_requested and self.clock() - self._cancelled_at.get(batch_id, 0) >= \
+                CANCEL_RETRY:
+            await self._send_cancel(self.get(batch_id))
+
+    async def observe_progress(self) -> None:
+        """Counts of running batches from their ``progress.json`` (cheap: one small file)."""
+        running = [b for b in self._batches.values() if b.live and b.job_id]
+        if not running:
+            return
+        found = await asyncio.to_thread(_read_all_progress, [Path(b.folder) for b in running])
+        for batch, counts in zip(running, found):
+            if counts is not None:
+                await self._mutate(batch.id, partial(_with_counts, counts=counts))
+
+    async def reap_interrupted(self, alive: Callable[[str], bool]) -> None:
+        """Batches whose submission a server that died cut off: its job may exist by name."""
+        for batch in list(self._batches.values()):
+            if batch.status != VALIDATING or batch.job_id or batch.id in self._submitting or \
+                    self.clock() - batch.created_at < 60 or alive(batch.launched_by):
+                continue
+            try:
+                await asyncio.to_thread(self.scheduler.cancel_named, _job_name(batch.id))
+            except SchedulerError:
+                continue
+            await self._mutate(batch.id, lambda b: replace(
+                b, status="failed", failed_at=int(self.clock()),
+                reason="its submission was cut off (the Jupyter server stopped)"))
+
+    async def refresh(self) -> None:
+        """Bring in what another Jupyter server of this user wrote."""
+        versions = await asyncio.to_thread(self.store.doc_versions, "batches")
+        stale = [i for i, v in versions.items()
+                 if i not in self._batches or self._batches[i].version != v]
+        for gone in set(self._batches) - set(versions):
+            self._batches.pop(gone, None)
+        if stale:
+            for doc, version in await asyncio.to_thread(self.store.load_docs, "batches", stale):
+                self._remember(doc, version)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _remember(self, doc: dict, version: int) -> None:
+        try:
+            batch = Batch.from_doc(doc, version)
+        except (TypeError, ValueError) as exc:
+            problem = f"batch {doc.get('id')}: unreadable record skipped ({exc})"
+            if problem not in self.store.problems:
+                self.store.problems.append(problem)
+            return
+        self._batches[batch.id] = batch
+
+    async def _mutate(self, batch_id: str, change: Callable[[Batch], Batch]) -> Batch:
+        """Apply ``change`` to the current record, compare-and-swap on its version."""
+        for _ in range(20):
+            current = self.get(batch_id)
+            new = change(current)
+            if new == current:
+                return current
+            if await asyncio.to_thread(self.store.save_doc, "batches", batch_id, new.to_doc(),
+                                       current.version):
+                self._batches[batch_id] = replace(new, version=current.version + 1)
+                self.changed.set()
+                return self._batches[batch_id]
+            found = await asyncio.to_thread(self.store.load_docs, "batches", [batch_id])
+            if not found:
+                self._batches.pop(batch_id, None)
+                raise NotFound(f"no batch {batch_id!r}", field="batch_id")
+            self._remember(*found[0])
+        raise Conflict(f"batch {batch_id} is being changed by another server; try again")
+
+
+def _job_name(batch_id: str) -> str:
+    return f"osire-{batch_id}"
+
+
+def _check_metadata(metadata: Any) -> Optional[dict]:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or len(metadata) > 16 or not all(
+            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512
+            for k, v in metadata.items()):
+        raise RequestError("'metadata' must map at most 16 keys (64 characters) to strings "
+                           "(512 characters)", field="metadata")
+    return metadata
+
+
+def _safe_name(filename: str) -> str:
+    name = Path(filename or "upload.jsonl").name
+    return "".join(c for c in name if c.isprintable())[:255] or "upload.jsonl"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.touch(mode=0o600)
+    path.write_bytes(data)
+
+
+def _check_file(path: Path, endpoint: str, models: list[str]) -> Any:
+    with path.open("rb") as f:
+        return check_input(f, endpoint, models)
+
+
+def _prepare_folder(folder: Path, source: Path) -> None:
+    folder.mkdir(parents=True, mode=0o700)
+    shutil.copyfile(source, folder / INPUT)
+    for code in (RUNNER_SOURCE, GUARD_SOURCE):
+        shutil.copyfile(code, folder / code.name)
+
+
+def _new_run(folder: Path) -> None:
+    """A fresh key, and no exit status or log of an earlier run taken for this one's."""
+    key = folder / KEY
+    key.touch(mode=0o600)
+    key.write_text(secrets.token_urlsafe(32))
+    (folder / "exit_status").unlink(missing_ok=True)
+    log_file = folder / "job.log"
+    if log_file.exists():
+        runs = len(list(folder.glob("job.*.log")))
+        log_file.rename(folder / f"job.{runs + 1}.log")
+
+
+def _with_counts(batch: Batch, counts: tuple[int, int]) -> Batch:
+    return apply_counts(batch, *counts)
+
+
+def _read_all_progress(folders: list[Path]) -> list[Optional[tuple[int, int]]]:
+    return [_read_progress(folder) for folder in folders]
+
+
+def _read_progress(folder: Path) -> Optional[tuple[int, int]]:
+    try:
+        doc = json.loads((folder / PROGRESS).read_text())
+        return int(doc["completed"]), int(doc["failed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def count_results(folder: Path) -> tuple[int, int]:
+    """Requests answered well and badly: distinct ``custom_id``s of complete result lines."""
+    return len(_ids(folder / OUTPUT)), len(_ids(folder / ERRORS))
+
+
+def _ids(path: Path) -> set[str]:
+    ids = set()
+    for raw in _complete_lines(path).splitlines():
+        try:
+            ids.add(json.loads(raw)["custom_id"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return ids
+
+
+def _complete_lines(path: Path) -> bytes:
+    """A result file up to its last complete line (a killed job may have torn the last one)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return b""
+    return data[:data.rfind(b"\n") + 1]
+
+
+def _complete_size(path: Path) -> int:
+    return len(_complete_lines(path))
