@@ -51,6 +51,7 @@ __all__ = ["Server", "OsireClient", "discover", "client", "async_client", "descr
 
 LIVE_STATES = ("queued", "starting", "ready", "stopping")
 TERMINAL_STATES = ("stopped", "failed")
+BATCH_ENDED = ("completed", "failed", "expired", "cancelled")
 
 
 class ServerUnreachable(OsireError):
@@ -323,12 +324,16 @@ def _lists_kernel(info: dict[str, Any], kernel_id: str) -> bool:
 
 # -- HTTP ---------------------------------------------------------------------------------------
 
-def _http(server: Server, method: str, url: str, body: Any = None, timeout: float = 30) -> Any:
+def _http(server: Server, method: str, url: str, body: Any = None, timeout: float = 30, *,
+          as_bytes: bool = False) -> Any:
+    """JSON in and out; ``body`` may be ``(content_type, bytes)``; ``as_bytes``: bytes back."""
     headers = {"Accept": "application/json"}
     if server.token:
         headers["Authorization"] = f"token {server.token}"
     data = None
-    if body is not None:
+    if isinstance(body, tuple):
+        headers["Content-Type"], data = body
+    elif body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
@@ -341,6 +346,8 @@ def _http(server: Server, method: str, url: str, body: Any = None, timeout: floa
         reason = getattr(exc, "reason", exc)
         raise ServerUnreachable(f"cannot reach the Jupyter server at {server.url}: {reason}"
                                 ) from None
+    if as_bytes:
+        return raw
     try:
         return json.loads(raw) if raw else None
     except ValueError:
@@ -448,6 +455,74 @@ class OsireClient:
         return self.request("GET", f"deployments/{_quote(deployment_id)}/logs",
                             params={"tail": tail})["replicas"]
 
+    # batches: the OpenAI Files and Batches routes under /osire/v1
+    def _v1(self, method: str, path: str, body: Any = None, as_bytes: bool = False) -> Any:
+        return _http(self.server, method, f"{self.server.openai_url}/{path}", body,
+                     self.timeout, as_bytes=as_bytes)
+
+    def upload(self, name: str, data: bytes, purpose: str = "batch") -> dict[str, Any]:
+        return self._v1("POST", "files", _multipart({"purpose": purpose}, "file", name, data))
+
+    def create_batch(self, file_id: str, endpoint: str, *, resources: Optional[dict] = None,
+                     metadata: Optional[dict] = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"input_file_id": file_id, "endpoint": endpoint,
+                                "completion_window": "24h"}
+        if resources:
+            body["resources"] = resources
+        if metadata:
+            body["metadata"] = metadata
+        return self._v1("POST", "batches", body)
+
+    def batches(self) -> list[dict[str, Any]]:
+        return self._v1("GET", "batches?limit=100")["data"]
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        return self._v1("GET", f"batches/{_quote(batch_id)}")
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        return self._v1("POST", f"batches/{_quote(batch_id)}/cancel")
+
+    def resume_batch(self, batch_id: str) -> dict[str, Any]:
+        return self._v1("POST", f"batches/{_quote(batch_id)}/resume")
+
+    def file_content(self, file_id: str) -> bytes:
+        return self._v1("GET", f"files/{_quote(file_id)}/content", as_bytes=True)
+
+    def submit_spec(self, spec: Any) -> dict[str, Any]:
+        """A ``batch_spec.BatchSpec``: its lines uploaded, its batch created."""
+        upload = self.upload(f"{spec.model}-batch.jsonl", spec.jsonl())
+        return self.create_batch(upload["id"], spec.endpoint, resources=spec.resources,
+                                 metadata=spec.metadata)
+
+    def wait_batch(self, batch_id: str, *, timeout: Optional[float] = None,
+                   interval: float = 1.0,
+                   on_update: Optional[Callable[[dict[str, Any]], None]] = None
+                   ) -> dict[str, Any]:
+        """Poll until the batch has ended (whichever way: check its ``status``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            b = self.batch(batch_id)
+            if on_update:
+                on_update(b)
+            if b["status"] in BATCH_ENDED:
+                return b
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"batch {batch_id} still {b['status']} after {timeout:g} s; "
+                                  "it keeps going")
+            time.sleep(interval if deadline is None else
+                       max(0.0, min(interval, deadline - time.monotonic())))
+
+    def save_results(self, batch: dict[str, Any], output: Any) -> list[str]:
+        """Write the batch's results to ``output`` (a path) and its failed requests beside it
+        (``<name>.errors.jsonl``); the paths written."""
+        written = []
+        for key, path in (("output_file_id", Path(output)),
+                          ("error_file_id", Path(output).with_suffix(".errors.jsonl"))):
+            if batch.get(key):
+                path.write_bytes(self.file_content(batch[key]))
+                written.append(str(path))
+        return written
+
     # conveniences
     def find(self, ref: str, *, live_only: bool = False) -> list[dict[str, Any]]:
         """Deployments named by ``ref``: an id, or a model (its live ones, newest first)."""
@@ -507,6 +582,20 @@ class OsireClient:
                 **kwargs}
 
 
+def _multipart(fields: dict[str, str], file_field: str, filename: str,
+               data: bytes) -> tuple[str, bytes]:
+    """A multipart/form-data body (what the OpenAI SDK sends to /files)."""
+    boundary = f"osire-{os.urandom(12).hex()}"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+             f"{value}\r\n".encode() for name, value in fields.items()]
+    safe = filename.replace('"', "").replace("\r", "").replace("\n", "")
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; '
+                 f'filename="{safe}"\r\nContent-Type: application/jsonl\r\n\r\n'.encode()
+                 + data + b"\r\n")
+    return f"multipart/form-data; boundary={boundary}", b"".join(parts) + \
+        f"--{boundary}--\r\n".encode()
+
+
 def _quote(value: str) -> str:
     return urllib.parse.quote(str(value), safe="")
 
@@ -555,6 +644,23 @@ def describe(d: dict[str, Any], now: Optional[float] = None) -> str:
     if d.get("reason"):
         return head + f": {d['reason']}"
     return head
+
+
+def describe_batch(b: dict[str, Any], now: Optional[float] = None) -> str:
+    """One line on a batch: status, requests done of the total, Slurm's reason or why it ended."""
+    now = time.time() if now is None else now
+    counts, extra = b["request_counts"], b.get("osire") or {}
+    line = f"{b.get('model', '')} batch ({b['id']}): {b['status']}, " \
+           f"{counts['completed']}/{counts['total']} done"
+    if counts.get("failed"):
+        line += f", {counts['failed']} failed"
+    if b["status"] == "queued" and extra.get("reason"):
+        line += f", reason {extra['reason']}, waiting {_duration(now - b['created_at'])}"
+    elif b["status"] == "in_progress" and b.get("in_progress_at"):
+        line += f", running {_duration(now - b['in_progress_at'])}"
+    elif b["status"] in ("failed", "expired") and extra.get("reason"):
+        line += f": {extra['reason']}"
+    return line
 
 
 def _duration(seconds: float) -> str:

@@ -7,6 +7,11 @@
     jupyter osire stop ID|MODEL
     jupyter osire logs ID [--tail N] [-f]
     jupyter osire wait ID|MODEL [--timeout S]
+    jupyter osire batch SPEC.yaml [--no-wait] [--timeout S]
+                                               run a batch (see batch_spec.py); results to its
+                                               output file when it ends
+    jupyter osire batch BATCH_ID [--cancel | --resume] [--no-wait]
+    jupyter osire batches                      your batches and their progress
     jupyter osire url                          the OpenAI base URL (never the token)
     jupyter osire status                       the extension's health
 
@@ -26,11 +31,13 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Optional, TextIO
+from pathlib import Path
+from typing import Any, Callable, Optional, TextIO
 
 from . import errors
 from ._client import (AuthenticationFailed, DeploymentFailed, OsireClient, ServerUnreachable,
-                     TERMINAL_STATES, WaitTimeout, describe, discover)
+                     TERMINAL_STATES, WaitTimeout, describe, describe_batch, discover)
+from .batch_spec import load_spec
 
 OK, FAILED, USAGE, NOT_FOUND, REFUSED, UNREACHABLE, TIMED_OUT, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
 EXIT_CODES = {OK: "ok", FAILED: "failed", USAGE: "usage", NOT_FOUND: "not found",
@@ -113,6 +120,16 @@ def parser() -> argparse.ArgumentParser:
     wait = sub.add_parser("wait", parents=[common], help="wait until a deployment is ready")
     wait.add_argument("ref", metavar="ID|MODEL")
     wait.add_argument("--timeout", type=float, help="give up after S seconds (exit 6)")
+    batch = sub.add_parser("batch", parents=[common],
+                           help="run a YAML batch spec, or follow, cancel or resume a batch")
+    batch.add_argument("target", metavar="SPEC|BATCH_ID")
+    action = batch.add_mutually_exclusive_group()
+    action.add_argument("--cancel", action="store_true", help="cancel the batch")
+    action.add_argument("--resume", action="store_true",
+                        help="run a failed, expired or cancelled batch's remaining requests")
+    batch.add_argument("--no-wait", action="store_true", help="do not wait for it to end")
+    batch.add_argument("--timeout", type=float, help="give up waiting after S seconds (exit 6)")
+    sub.add_parser("batches", parents=[common], help="your batches and their progress")
     sub.add_parser("url", parents=[common], help="the OpenAI base URL of your server")
     sub.add_parser("status", parents=[common], help="the extension's health")
     for old in OLD_NAMES:
@@ -174,23 +191,47 @@ def _age(seconds: float) -> str:
     return f"{seconds // 86400}d"
 
 
+def batches_table(batches: list[dict[str, Any]], now: Optional[float] = None) -> str:
+    now = time.time() if now is None else now
+    rows = []
+    for b in batches:
+        counts, extra = b["request_counts"], b.get("osire") or {}
+        done = f"{counts['completed']}/{counts['total']}" + \
+            (f" ({counts['failed']} failed)" if counts.get("failed") else "")
+        rows.append([b["id"], b.get("model", ""), b["status"], done, extra.get("job_id") or "-",
+                     _age(now - b["created_at"]), extra.get("reason") or ""])
+    return table(rows, ["ID", "MODEL", "STATUS", "DONE", "JOB", "AGE", "REASON"]) if rows \
+        else "no batches"
+
+
+def _state_key(d: dict[str, Any]) -> Any:
+    return d["state"], d.get("reason")   # elapsed time alone is no news in a log
+
+
+def _batch_key(b: dict[str, Any]) -> Any:
+    counts = b["request_counts"]   # a line per tenth done, not per request
+    return b["status"], (counts["completed"] + counts["failed"]) * 10 // max(1, counts["total"])
+
+
 class Progress:
     """One updating line on a terminal (``\\r``); a plain line per change otherwise."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, words: Callable[[dict], str] = describe,
+                 news: Callable[[dict], Any] = _state_key) -> None:
         self.stream, self.last, self.width = stream, "", 0
+        self.words, self.news = words, news
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
 
     def __call__(self, d: dict[str, Any]) -> None:
         if self.tty:
-            line = describe(d)
+            line = self.words(d)
             self.stream.write("\r" + line.ljust(self.width))
             self.width = max(self.width, len(line))
             self.stream.flush()
         else:
-            key = (d["state"], d.get("reason"))   # elapsed time alone is no news in a log
+            key = self.news(d)
             if key != self.last:
-                self.stream.write(describe(d) + "\n")
+                self.stream.write(self.words(d) + "\n")
                 self.stream.flush()
                 self.last = key  # type: ignore[assignment]
 
@@ -241,6 +282,11 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         d = api.scale(api.find(args.ref, live_only=True)[0]["id"], args.replicas)
         emit(d, f"{d['id']}  {d['model']}  {d['state']}  replicas: "
                 f"{(d.get('policy') or {}).get('replicas_wanted', args.replicas)}")
+    elif command == "batch":
+        return _batch(api, args, out, err)
+    elif command == "batches":
+        batches = api.batches()
+        emit({"batches": batches}, batches_table(batches))
     elif command == "logs":
         deployment_id = api.find(args.ref)[0]["id"]
         if args.follow:
@@ -261,6 +307,38 @@ def _wait(api: OsireClient, ref: str, args: argparse.Namespace, out: TextIO,
     if args.json:
         out.write(json.dumps(d, indent=2) + "\n")
     return OK
+
+
+def _batch(api: OsireClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Run a spec, or act on a batch by id; waits (with progress) unless --no-wait."""
+    output = None
+    if args.target.startswith("batch_"):
+        b = api.batch(args.target)
+        if args.cancel:
+            b = api.cancel_batch(b["id"])
+        elif args.resume:
+            b = api.resume_batch(b["id"])
+    elif args.cancel or args.resume:
+        raise errors.RequestError("--cancel and --resume take a batch id (batch_...)",
+                                  field="target")
+    else:
+        spec = load_spec(Path(args.target))
+        b = api.submit_spec(spec)
+        output = spec.output
+    if args.no_wait or args.cancel:
+        out.write((json.dumps(b, indent=2) if args.json else describe_batch(b)) + "\n")
+        return OK
+    progress = Progress(err if args.json else out, describe_batch, _batch_key)
+    try:
+        b = api.wait_batch(b["id"], timeout=args.timeout, on_update=progress)
+    finally:
+        progress.done()
+    written = api.save_results(b, output) if output else []
+    if args.json:
+        out.write(json.dumps(b, indent=2) + "\n")
+    else:
+        out.write("".join(f"wrote {path}\n" for path in written))
+    return OK if b["status"] == "completed" else FAILED
 
 
 def _follow(api: OsireClient, deployment_id: str, args: argparse.Namespace, out: TextIO,

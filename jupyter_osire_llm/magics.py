@@ -9,6 +9,9 @@
     %osire logs ID [--tail N]
     %osire wait ID|MODEL [--timeout S]
     %osire url                         the OpenAI base URL (use client() for a ready client)
+    %osire batch SPEC.yaml [--no-wait]  run a batch; progress here, results to its output file
+    %osire batch BATCH_ID [--cancel | --resume] [--no-wait]
+    %osire batches                     your batches and their progress
 
     %%osire chat MODEL [--max-tokens N] [--temperature T] [--system TEXT] [--continue] [--out NAME]
     The cell is the user's message ({name} is replaced by the variable, {{ }} is a brace);
@@ -23,15 +26,19 @@ import html
 import shlex
 import string
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from . import errors
-from .cli import _Parser, add_launch_options, deployments_table, launch_resources, models_table
-from ._client import DeploymentFailed, OsireClient, WaitTimeout, describe
+from .batch_spec import load_spec
+from .cli import (_Parser, add_launch_options, batches_table, deployments_table,
+                  launch_resources, models_table)
+from ._client import DeploymentFailed, OsireClient, WaitTimeout, describe, describe_batch
 
 ANSWER_VARIABLE = "_osire_answer"
+BATCH_VARIABLE = "_osire_batch"
 
 
 class _Usage(Exception):
@@ -65,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     wait.add_argument("ref", metavar="ID|MODEL")
     wait.add_argument("--timeout", type=float)
     sub.add_parser("url", help="the OpenAI base URL of this server")
+    batch = sub.add_parser("batch", help="run a YAML batch spec, or act on a batch")
+    batch.add_argument("target", metavar="SPEC|BATCH_ID")
+    action = batch.add_mutually_exclusive_group()
+    action.add_argument("--cancel", action="store_true")
+    action.add_argument("--resume", action="store_true")
+    batch.add_argument("--no-wait", action="store_true")
+    batch.add_argument("--timeout", type=float)
+    sub.add_parser("batches", help="your batches and their progress")
     chat = sub.add_parser("chat", help="(cell magic) send the cell to MODEL")
     chat.add_argument("model")
     chat.add_argument("--max-tokens", type=int)
@@ -163,6 +178,46 @@ class OsireMagics(Magics):
     def _url(self, args: argparse.Namespace) -> None:
         print(self.api.server.openai_url)
         print("(from jupyter_osire_llm import client; client() is an OpenAI client for it)")
+
+    def _batches(self, args: argparse.Namespace) -> None:
+        batches = self.api.batches()
+        rows = [[b["id"], b.get("model", ""), b["status"],
+                 f"{b['request_counts']['completed']}/{b['request_counts']['total']}",
+                 (b.get("osire") or {}).get("reason") or ""] for b in batches]
+        _show(batches_table(batches), _html_table(["id", "model", "status", "done", "reason"],
+                                                  rows) if rows else "<p>no batches</p>")
+
+    def _batch(self, args: argparse.Namespace) -> None:
+        """A spec (a path) is uploaded and run; a batch id is followed, cancelled or resumed.
+        The batch's record is kept in ``_osire_batch``."""
+        output = None
+        if args.target.startswith("batch_"):
+            b = self.api.batch(args.target)
+            if args.cancel:
+                b = self.api.cancel_batch(b["id"])
+            elif args.resume:
+                b = self.api.resume_batch(b["id"])
+        else:
+            spec = load_spec(Path(args.target))
+            b = self.api.submit_spec(spec)
+            output = spec.output
+        self._user_ns[BATCH_VARIABLE] = b
+        if args.no_wait or args.cancel:
+            print(describe_batch(b))
+            return
+        line = _Line(self.shell)
+        try:
+            b = self.api.wait_batch(b["id"], timeout=args.timeout,
+                                    on_update=lambda b: line.show(describe_batch(b)))
+        except KeyboardInterrupt:
+            line.close()
+            print(f"osire: stopped waiting; the batch keeps going (%osire batch {b['id']})",
+                  file=sys.stderr)
+            return
+        line.close()
+        self._user_ns[BATCH_VARIABLE] = b
+        for path in self.api.save_results(b, output) if output else []:
+            print(f"wrote {path}")
 
     def _wait_for(self, ref: str, timeout: Optional[float]) -> None:
         line = _Line(self.shell)

@@ -224,3 +224,47 @@ def test_terminal_ipython_gets_plain_text(server):
     assert "no deployments" in out or "STATE" in out
     assert "the following arguments are required: model" in out and "Traceback" not in out
     assert server.token not in out
+
+
+def test_batch_spec_runs_with_progress_and_writes_results(server, tmp_path):
+    (tmp_path / "lines.jsonl").write_text("".join(
+        json.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
+                    "body": {"messages": [{"role": "user", "content": "hi"}]}}) + "\n"
+        for i in range(6)))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("model: fake-chat\ninput: lines.jsonl\nparams: {max_tokens: 2}\n"
+                    "output: out/answers.jsonl\nmetadata: {project: cli}\n")
+    (tmp_path / "out").mkdir()
+    run = osire(server, "batch", str(spec), timeout=180)
+    assert run.returncode == 0, run.stderr
+    assert "completed, 6/6 done" in run.stdout            # progress lines (not a terminal)
+    assert f"wrote {tmp_path / 'out' / 'answers.jsonl'}" in run.stdout
+    answers = [json.loads(line) for line in
+               (tmp_path / "out" / "answers.jsonl").read_text().splitlines()]
+    assert sorted(a["custom_id"] for a in answers) == [f"c{i}" for i in range(6)]
+    assert all(a["response"]["body"]["choices"][0]["message"]["content"].split() == ["t0", "t1"]
+               for a in answers)
+    listed = as_json(osire(server, "batches", "--json"))["batches"]
+    mine = [b for b in listed if (b["metadata"] or {}).get("project") == "cli"]
+    assert len(mine) == 1 and mine[0]["status"] == "completed"
+    assert "completed" in osire(server, "batches").stdout
+    again = as_json(osire(server, "batch", mine[0]["id"], "--no-wait", "--json"))
+    assert again["request_counts"] == {"total": 6, "completed": 6, "failed": 0}
+    resume = osire(server, "batch", mine[0]["id"], "--resume")
+    assert resume.returncode == 4 and "nothing to resume" in resume.stderr
+
+
+@pytest.mark.parametrize("text, code, words", [
+    ("model: fake-chat\nprompts: [a]\ncolour: red\n", 4, "unknown field 'colour'"),
+    ("model: fake-chat\n", 4, "either 'prompts'"),
+    ("model: no-such\nprompts: [a]\n", 4, "line 1: model 'no-such' is not in the catalog"),
+    ("prompts: [a]\n", 4, "'model' is required"),
+    ("model: [unclosed\n", 4, "not valid YAML"),
+])
+def test_bad_batch_specs_are_refused_naming_the_field(server, tmp_path, text, code, words):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    before = as_json(osire(server, "batches", "--json"))["batches"]
+    run = osire(server, "batch", str(spec))
+    assert run.returncode == code and words in run.stderr, run.stderr
+    assert as_json(osire(server, "batches", "--json"))["batches"] == before

@@ -213,3 +213,33 @@ def test_site_config_loads_the_magics_in_every_kernel(tmp_path):
         if kernel:
             kernel.close()
         stop_server(server)
+
+
+def test_batch_magic_shows_progress_and_writes_the_results(tmp_path):
+    """``%osire batch spec.yaml``: one progress line updated in place, results in its output."""
+    server = start_server(tmp_path, "local")
+    spec = tmp_path / "capitals.yaml"
+    spec.write_text("model: fake-chat\nprompts: [one, two, three, four]\n"
+                    "params: {max_tokens: 3}\noutput: answers.jsonl\n")
+    kernel = None
+    try:
+        kernel = Kernel(server)
+        run_ok(kernel, "%load_ext jupyter_osire_llm")
+        run = run_ok(kernel, f"%osire batch {spec}", timeout=180)
+        progress = outputs(run, "display_data", "update_display_data")
+        assert len({m["content"]["transient"]["display_id"] for m in progress}) == 1
+        assert "completed, 4/4 done" in progress[-1]["content"]["data"]["text/plain"]
+        assert f"wrote {tmp_path / 'answers.jsonl'}" in stdout_of(run)
+        answers = (tmp_path / "answers.jsonl").read_text().splitlines()
+        assert sorted(__import__("json").loads(a)["custom_id"] for a in answers) == \
+            ["prompt-1", "prompt-2", "prompt-3", "prompt-4"]
+        kept = run_ok(kernel, "print(_osire_batch['status'])")
+        assert stdout_of(kept).strip() == "completed"
+        listing = run_ok(kernel, "%osire batches")
+        assert "completed" in outputs(listing, "display_data")[0]["content"]["data"]["text/plain"]
+        bad = run_ok(kernel, f"%osire batch {tmp_path / 'missing.yaml'}")
+        assert stderr_of(bad).startswith("osire: cannot read the batch spec")
+    finally:
+        if kernel:
+            kernel.close()
+        stop_server(server)
