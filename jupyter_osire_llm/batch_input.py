@@ -76,8 +76,10 @@ def check_input(lines: Iterable[bytes], endpoint: str, models: Iterable[str]) ->
 def _check_line(raw: bytes, endpoint: str, seen: set[str]) -> str:
     try:
         line = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not valid JSON ({exc})") from None
+    except json.JSONDecodeError as exc:   # its own "line 1" would only confuse: give the column
+        raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError:
+        raise ValueError("not valid JSON (not UTF-8 text)") from None
     if not isinstance(line, dict):
         raise ValueError("not a JSON object")
     custom_id = line.get("custom_id")
