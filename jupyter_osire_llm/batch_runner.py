@@ -14,6 +14,7 @@ Lines are in the OpenAI Batch output format::
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import secrets
@@ -27,6 +28,11 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 PROGRESS_EVERY = 1.0     # seconds between progress.json writes
+ENGINE_FAILED, ENGINE_DIED = 3, 4   # exit statuses (the server reads the phase in progress.json)
+
+
+class EngineGone(Exception):
+    """The engine process ended: what is left stays unanswered (for a resume), not failed."""
 
 
 class Results:
@@ -92,21 +98,24 @@ def read_requests(path: Path) -> Iterator[dict]:
                 yield json.loads(raw)
 
 
-def call(base_url: str, key: str, request: dict, timeout: float) -> tuple[dict, bool]:
+def call(base_url: str, key: str, request: dict, timeout: float,
+         engine_pid: Optional[int] = None) -> tuple[dict, bool]:
     """One request to the engine; the result line, and whether it succeeded."""
     body = json.dumps(request["body"]).encode()
-    http = urllib.request.Request(base_url + request["url"], data=body, method="POST",
+    outgoing = urllib.request.Request(base_url + request["url"], data=body, method="POST",
                                   headers={"Content-Type": "application/json",
                                            "Authorization": f"Bearer {key}"})
     request_id = f"req_{secrets.token_hex(12)}"
     line: dict = {"id": f"batch_req_{secrets.token_hex(12)}", "custom_id": request["custom_id"],
                   "response": None, "error": None}
     try:
-        with urllib.request.urlopen(http, timeout=timeout) as response:
+        with urllib.request.urlopen(outgoing, timeout=timeout) as response:
             status, payload = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, payload = exc.code, exc.read()
-    except (OSError, ValueError) as exc:   # refused, reset, timed out
+    except (OSError, ValueError, http.client.HTTPException) as exc:   # refused, reset, cut off
+        if engine_pid and _ending(engine_pid):
+            raise EngineGone(str(exc)) from None
         line["error"] = {"code": "engine_unreachable", "message": str(exc)}
         return line, False
     try:
@@ -135,7 +144,26 @@ def wait_healthy(base_url: str, deadline: float, engine_pid: Optional[int]) -> b
     return False
 
 
+def _ending(pid: int, grace: float = 2.0) -> bool:
+    """Whether the engine is gone, or going within ``grace`` seconds: a killed process closes
+    its sockets (our request fails) a moment before it is seen to have exited."""
+    deadline = time.monotonic() + grace
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def _alive(pid: int) -> bool:
+    """Whether the process runs; a zombie (dead, not yet reaped by the job script) does not."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -155,25 +183,42 @@ def run(args: argparse.Namespace) -> int:
     if not wait_healthy(args.url, time.monotonic() + args.startup_timeout, args.engine_pid):
         print("osire batch: the engine did not become healthy", file=sys.stderr)
         results.write_progress("engine-failed")
-        return 3
+        return ENGINE_FAILED
     results.write_progress("running")
-    pending = (r for r in read_requests(folder / "input.jsonl") if r["custom_id"] not in results.done)
-    with ThreadPoolExecutor(args.concurrency) as pool:
-        running: set[Future] = set()
-        for request in pending:
-            if len(running) >= args.concurrency:
-                finished, running = wait(running, return_when=FIRST_COMPLETED)
-                _check(finished)
-            running.add(pool.submit(_one, results, args, key, request))
-        _check(wait(running)[0])
+    try:
+        _work_through(results, args, key, folder)
+    except EngineGone as exc:
+        print(f"osire batch: the engine stopped ({exc}); {total - len(results.done)} requests "
+              "left unanswered", file=sys.stderr)
+        results.write_progress("engine-died")
+        results.close()
+        return ENGINE_DIED
     results.write_progress("done")
     results.close()
     print(f"osire batch: {results.completed} completed, {results.failed} failed of {total}")
     return 0
 
 
+def _work_through(results: Results, args: argparse.Namespace, key: str, folder: Path) -> None:
+    """Every request not answered yet, ``args.concurrency`` at a time."""
+    pending = (r for r in read_requests(folder / "input.jsonl")
+               if r["custom_id"] not in results.done)
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        running: set[Future] = set()
+        try:
+            for request in pending:
+                if len(running) >= args.concurrency:
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    _check(finished)
+                running.add(pool.submit(_one, results, args, key, request))
+            _check(wait(running)[0])
+        finally:
+            for future in running:
+                future.cancel()
+
+
 def _one(results: Results, args: argparse.Namespace, key: str, request: dict) -> None:
-    line, ok = call(args.url, key, request, args.request_timeout)
+    line, ok = call(args.url, key, request, args.request_timeout, args.engine_pid)
     results.add(request["custom_id"], line, ok)
 
 

@@ -103,6 +103,7 @@ class Batch:
             "osire": {"reason": self.reason, "job_id": self.job_id, "jobs": list(self.jobs),
                       "scheduler_state": self.scheduler_state, "node": self.node,
                       "resources": self.resources, "left": self.left,
+                      "log_tail": self.log_tail,
                       "resumable": self.status in RESUMABLE and self.left > 0},
         }
 

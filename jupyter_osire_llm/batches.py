@@ -44,6 +44,9 @@ INPUT, OUTPUT, ERRORS, PROGRESS, KEY = ("input.jsonl", "output.jsonl", "errors.j
 PURPOSES = ("batch", "batch_output", "user_data")
 CREATE_FIELDS = {"input_file_id", "endpoint", "completion_window", "metadata", "resources"}
 CANCEL_RETRY = 5.0
+#: The runner's last phase (progress.json) when its engine let it down.
+ENGINE_PHASES = {"engine-failed": "the engine exited or never became healthy",
+                 "engine-died": "the engine stopped while the batch ran"}
 
 
 class BatchService:
@@ -78,11 +81,16 @@ class BatchService:
                "created_at": int(self.clock()), "filename": _safe_name(filename),
                "purpose": purpose, "status": "processed", "status_details": None}
         path = self.file_root / file_id
-        await asyncio.to_thread(_write_private, path, data)
+        try:
+            await asyncio.to_thread(_write_private, path, data)
+        except OSError as exc:
+            await asyncio.to_thread(_remove_quietly, path)
+            raise StoreError(f"cannot store the upload under {self.file_root}: "
+                             f"{exc.strerror or exc}") from exc
         try:
             await asyncio.to_thread(self.store.insert_doc, "files", file_id, self.clock(), doc)
         except StoreError:
-            path.unlink(missing_ok=True)
+            await asyncio.to_thread(_remove_quietly, path)
             raise
         return doc
 
@@ -114,7 +122,7 @@ class BatchService:
             raise Conflict("a batch's result file goes with its batch", field="file_id")
         await self.file(file_id)
         await asyncio.to_thread(self.store.delete_doc, "files", file_id)
-        (self.file_root / file_id).unlink(missing_ok=True)
+        await asyncio.to_thread(_remove_quietly, self.file_root / file_id)
         return {"id": file_id, "object": "file", "deleted": True}
 
     def _result_owner(self, file_id: str) -> Optional[Batch]:
@@ -287,11 +295,9 @@ class BatchService:
             return
         now = int(self.clock())
         if info.state.terminal:
-            counts = await asyncio.to_thread(count_results, Path(batch.folder))
-            tail = await asyncio.to_thread(read_tail, Path(batch.folder) / "job.log", 20)
-            await self._mutate(batch_id, lambda b: replace(
-                apply_job_info(apply_counts(b, *counts), info, now), log_tail=tail or None)
-                if b.live and b.job_id == info.job_id else b)
+            ended = await asyncio.to_thread(_ended_run, Path(batch.folder))
+            await self._mutate(batch_id, lambda b: _end(b, info, now, *ended)
+                               if b.live and b.job_id == info.job_id else b)
             return
         await self._mutate(batch_id, lambda b: apply_job_info(b, info, now)
                            if b.live and b.job_id == info.job_id else b)
@@ -366,6 +372,30 @@ class BatchService:
         raise Conflict(f"batch {batch_id} is being changed by another server; try again")
 
 
+def _ended_run(folder: Path) -> tuple[tuple[int, int], Optional[str], str]:
+    """What a finished job left: its counts, the runner's last phase, its log's tail."""
+    try:
+        phase = json.loads((folder / PROGRESS).read_text()).get("phase")
+    except (OSError, ValueError, AttributeError):
+        phase = None
+    tail = read_tail(folder / "job.log", 20) or ""
+    try:
+        key = (folder / KEY).read_text().strip()
+    except OSError:
+        key = ""
+    return count_results(folder), phase, tail.replace(key, "***") if key else tail
+
+
+def _end(batch: Batch, info: JobInfo, now: int, counts: tuple[int, int], phase: Optional[str],
+         tail: str) -> Batch:
+    ended = apply_job_info(apply_counts(batch, *counts), info, now)
+    why = ENGINE_PHASES.get(phase or "")
+    if ended.status == "failed" and why:
+        ended = replace(ended, reason=f"{why}; {ended.completed + ended.failed} of "
+                                      f"{ended.total} requests answered (see its log)")
+    return replace(ended, log_tail=tail or None) if ended.status != "completed" else ended
+
+
 def _job_name(batch_id: str) -> str:
     return f"osire-{batch_id}"
 
@@ -390,6 +420,13 @@ def _write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.touch(mode=0o600)
     path.write_bytes(data)
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _check_file(path: Path, endpoint: str, models: list[str]) -> Any:
