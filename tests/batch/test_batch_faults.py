@@ -5,6 +5,7 @@ Slurm, jobs running the fake OpenAI engine."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -30,7 +31,6 @@ CHAT = "/v1/chat/completions"
 
 
 def _jsonl(model: str, count: int, max_tokens: int = 2) -> bytes:
-    import json
     return "".join(json.dumps({"custom_id": f"q{i}", "method": "POST", "url": CHAT,
                                "body": {"model": model, "max_tokens": max_tokens,
                                         "messages": [{"role": "user", "content": "hi"}]}}) + "\n"
@@ -241,3 +241,27 @@ def test_two_servers_share_batches(tmp_path):
         await first.monitor.stop()
         await second.monitor.stop()
     asyncio.run(scenario())
+
+
+def test_a_time_limit_expires_the_batch_and_a_resume_answers_the_rest(tmp_path):
+    """The job's time limit (1 minute) ends it part-way: expired, answers kept; resumed, the
+    rest is answered and none twice. Local backend (Slurm checks limits only every 30 s)."""
+    setup = Setup(tmp_path, LocalScheduler(tmp_path / "local"))
+
+    async def scenario() -> Any:
+        batch = await setup.create("fake-slow-tokens", 200, resources={"time": "1"})
+        expired = await setup.until(batch.id, lambda b: not b.live, limit=2000)
+        assert expired.status == "expired", expired
+        assert "time limit ended it after" in expired.reason
+        assert 0 < expired.completed < 200 and expired.to_openai()["osire"]["resumable"]
+        resumed = await setup.batches.resume(batch.id)
+        assert resumed.status == "queued" and len(resumed.jobs) == 2
+        done = await setup.until(batch.id, lambda b: not b.live, limit=2000)
+        await setup.monitor.stop()
+        return expired, done
+    expired, done = asyncio.run(scenario())
+    assert done.status in ("completed", "expired"), done
+    assert done.completed > expired.completed
+    folder = Path(done.folder)
+    ids = [json.loads(l)["custom_id"] for l in (folder / "output.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == done.completed       # nothing answered twice

@@ -107,8 +107,13 @@ def test_sdk_upload_create_wait_download(server, tmp_path):
     assert answer["body"]["choices"][0]["message"]["content"].split() == ["t0", "t1", "t2", "t3"]
     assert [b.id for b in client.batches.list().data] == [batch.id]
     # The key the job gave its engine is nowhere the user can read.
-    key = (Path(server.osire["job_root"]) / "batches" / batch.id / "key").read_text()
+    folder = Path(server.osire["job_root"]) / "batches" / batch.id
+    key = (folder / "key").read_text()
     assert key not in client.files.content(batch.output_file_id).text
+    assert key not in (folder / "job.log").read_text() + (folder / "job.sh").read_text()
+    assert key not in server.log_path.read_text()
+    assert oct((folder / "key").stat().st_mode & 0o777) == "0o600"
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
     assert key not in json.dumps(server.request("GET", f"osire/v1/batches/{batch.id}")[1])
 
 
