@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from engine_tools import make_tiny_model, vllm_python, vllm_skip_reason
-from jupyter_osire_llm.demo import SMALL_MODEL_NAME, write_demo_catalog
+from jupyter_osire_llm.demo import SMALL_MODEL_NAME
 from server_process import JupyterServer
-from test_small_model_e2e import _unavailable, small_model
+from test_small_model_e2e import small_model_server
 
 pytestmark = [pytest.mark.slurm, pytest.mark.vllm]
 openai = pytest.importorskip("openai")
@@ -26,17 +25,7 @@ QUESTION = "What is the capital of France? Answer in one word."
 
 @pytest.fixture(scope="module")
 def server(slurm_cluster, tmp_path_factory):
-    python = vllm_python()
-    if python is None:
-        _unavailable(vllm_skip_reason())
-    smol = small_model(python)
-    work = tmp_path_factory.mktemp("e2e-batch")
-    catalog = write_demo_catalog(work / "catalog.yaml", python, make_tiny_model(),
-                                 work / "scratch", small_model_dir=smol)
-    server = JupyterServer(work / "server", {
-        "scheduler": "slurm", "catalog": str(catalog), "job_root": str(work / "jobs"),
-        "db_path": str(work / "state.sqlite"), "monitor_fast_interval": 0.5,
-        "batch_concurrency": 8})
+    server = small_model_server(tmp_path_factory.mktemp("e2e-batch"), batch_concurrency=8)
     server.start()
     try:
         yield server
