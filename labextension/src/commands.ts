@@ -206,6 +206,11 @@ export function registerCommands(ctx: ICommandContext): void {
       if (!d) {
         return;
       }
+      // A notebook still loading replaces its cells with the file's: insert once it has loaded.
+      await panel.context.ready;
+      if (panel.isDisposed) {
+        return;
+      }
       const notebook = panel.content;
       NotebookActions.insertBelow(notebook);
       NotebookActions.changeCellType(notebook, 'code');

@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -142,6 +142,7 @@ def lab_page(sync_api: Any, base: str) -> Iterator[Any]:
         tab = page.locator('.jp-SideBar [data-id="jupyter-osire-llm-sidebar"]')
         tab.wait_for(timeout=60_000)
         assert tab.get_attribute("title") == "LLMs"
+        wait_until_restored(page)
         tab.click()
         page.locator("#jupyter-osire-llm-sidebar").wait_for(state="visible")
         try:
@@ -150,6 +151,54 @@ def lab_page(sync_api: Any, base: str) -> Iterator[Any]:
             context.close()
             browser.close()
         assert not [e for e in errors if "osire" in e.lower()], errors
+
+
+def wait_until_restored(page: Any) -> None:
+    """Wait until JupyterLab has restored its layout and opened the empty workspace's Launcher.
+
+    The sidebar's tab shows before that, and the Launcher comes up to seconds after `restored`
+    (on the first routing): opening it takes the focus and runs commands, and any command run
+    closes the command palette.
+    """
+    page.wait_for_function("async () => { await window.jupyterapp.restored; return true; }",
+                           timeout=60_000)
+    wait_for_launcher(page, timeout=60_000)
+
+
+def wait_for_launcher(page: Any, timeout: float = 30_000) -> None:
+    """Wait until the main area holds just a Launcher and it is the current widget."""
+    page.wait_for_function("""() => {
+        const shell = window.jupyterapp.shell;
+        const main = [...shell.widgets('main')];
+        return main.length === 1 && shell.currentWidget === main[0]
+            && main[0].node.querySelector('.jp-Launcher') !== null;
+    }""", timeout=timeout)
+
+
+def close_all(page: Any) -> None:
+    """Close every main-area tab; returns once JupyterLab's Launcher has taken their place.
+
+    JupyterLab opens that Launcher a frame after the main area empties, and activates it: what a
+    test opened before would lose the focus (or be hidden behind it).
+    """
+    page.evaluate("window.jupyterapp.commands.execute('application:close-all')")
+    wait_for_launcher(page)
+
+
+def new_notebook(page: Any) -> Any:
+    """A new notebook on the python3 kernel, the current widget; returns its panel's locator.
+
+    The panel shows before its content has loaded from the server (and its kernel has started).
+    """
+    panel_id = page.evaluate("""async () => {
+        const panel = await window.jupyterapp.commands.execute(
+            'notebook:create-new', {kernelName: 'python3'});
+        return panel.id;
+    }""")
+    page.wait_for_function("id => window.jupyterapp.shell.currentWidget?.id === id", arg=panel_id)
+    panel = page.locator(f'.jp-NotebookPanel[id="{panel_id}"]')
+    panel.wait_for()
+    return panel
 
 
 def set_theme(page: Any, theme: str) -> None:
@@ -162,13 +211,20 @@ def set_theme(page: Any, theme: str) -> None:
     page.wait_for_timeout(300)  # the theme's stylesheet applies on the next frames
 
 
-def shoot(page: Any, name: str, element: Any = None) -> None:
-    """`<name>-light.png` and `<name>-dark.png` in test-artifacts/ui/ (page or one element)."""
+def shoot(page: Any, name: str, element: Any = None,
+          prepare: Optional[Callable[[], None]] = None) -> None:
+    """`<name>-light.png` and `<name>-dark.png` in test-artifacts/ui/ (page or one element).
+
+    `prepare` runs after each theme switch, before its screenshot: the switch is a command, and
+    any command run closes the command palette.
+    """
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     target = element if element is not None else page
     try:
         for theme, suffix in ((LIGHT, "light"), (DARK, "dark")):
             set_theme(page, theme)
+            if prepare is not None:
+                prepare()
             target.screenshot(path=ARTIFACTS / f"{name}-{suffix}.png")
     finally:
         set_theme(page, LIGHT)

@@ -24,8 +24,8 @@ import yaml
 
 from engine_tools import make_tiny_model, vllm_python, vllm_skip_reason
 from jupyter_osire_llm.demo import SMALL_MODEL_NAME, write_demo_catalog
-from labserver import ARTIFACTS, BUNDLE, CHROMIUM, TOKEN, dismiss_toasts, jupyter_lab, \
-    lab_page, shoot
+from labserver import ARTIFACTS, BUNDLE, CHROMIUM, TOKEN, close_all, dismiss_toasts, \
+    jupyter_lab, lab_page, new_notebook, shoot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slurm, pytest.mark.vllm]
 
@@ -169,7 +169,7 @@ def test_playground_streams_a_real_answer(page: Any) -> None:
         stats.inner_text()
     print(f"playground: {text!r}; {stats.inner_text()}")
     shoot(page, "23-real-playground")
-    page.evaluate("window.jupyterapp.commands.execute('application:close-all')")
+    close_all(page)
 
 
 def test_sparklines_move_under_load(page: Any, lab: str) -> None:
@@ -222,14 +222,11 @@ def test_log_viewer_follows_the_job_log(page: Any) -> None:
     search.press("Enter")
     sync_api.expect(viewer.locator(".jp-OsireLog-line.jp-mod-current")).to_have_count(1)
     shoot(page, "25-real-log")
-    page.evaluate("window.jupyterapp.commands.execute('application:close-all')")
+    close_all(page)
 
 
 def test_insert_the_call_into_a_notebook_and_run_it(page: Any) -> None:
-    page.evaluate("window.jupyterapp.commands.execute('notebook:create-new', "
-                  "{kernelName: 'python3'}).then(() => null)")
-    notebook = page.locator(".jp-NotebookPanel").last
-    notebook.wait_for()
+    notebook = new_notebook(page)
     _deployment(page, MODEL).get_by_role(
         "button", name=f"Insert code calling {MODEL} into the notebook").click()
     cell = notebook.locator(".jp-CodeCell").nth(1)  # below the new notebook's empty cell

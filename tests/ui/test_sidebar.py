@@ -9,6 +9,7 @@ and the built labextension (`pip install -e .` or `pip install .` builds it).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -17,8 +18,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from labserver import ARTIFACTS, BUNDLE, CHROMIUM, TOKEN, api, dismiss_toasts, jupyter_lab, \
-    lab_page, shoot
+from labserver import ARTIFACTS, BUNDLE, CHROMIUM, TOKEN, api, close_all, dismiss_toasts, \
+    jupyter_lab, lab_page, new_notebook, shoot
 
 pytestmark = pytest.mark.browser
 
@@ -103,6 +104,28 @@ def _toast(page: Any, text: str) -> Any:
     return page.locator(".Toastify__toast").filter(has_text=text)
 
 
+@contextlib.contextmanager
+def _notebook_loads_held(page: Any) -> Iterator[None]:
+    """Notebooks opened inside stay loading: their content comes from the server when it ends."""
+    page.evaluate("""() => {
+        const contents = window.jupyterapp.serviceManager.contents;
+        const get = contents.get;
+        let release;
+        const held = new Promise(resolve => { release = resolve; });
+        contents.get = async (path, options) => {
+            if (path.endsWith('.ipynb') && options?.content) {
+                await held;
+            }
+            return get.call(contents, path, options);
+        };
+        window.osireReleaseLoads = () => { contents.get = get; release(); };
+    }""")
+    try:
+        yield
+    finally:
+        page.evaluate("window.osireReleaseLoads()")
+
+
 def _expect_notified(page: Any, text: str) -> None:
     """`text` is among JupyterLab's notifications (the notification center lists them all)."""
     show = "window.jupyterapp.commands.execute('apputils:display-notifications').then(() => null)"
@@ -139,8 +162,12 @@ def test_commands_in_the_palette_and_the_panel_shortcut(page: Any) -> None:
         item = page.locator(".lm-CommandPalette-item").filter(has_text=label).first
         sync_api.expect(item).to_be_visible()
         labels[label] = item.locator(".lm-CommandPalette-itemShortcut").inner_text()
-    search.fill("LLMs")
-    shoot(page, "08-palette")
+
+    def show_palette() -> None:
+        page.keyboard.press("Control+Shift+C")
+        search.fill("LLMs")
+
+    shoot(page, "08-palette", prepare=show_palette)  # each theme switch closes the palette
     page.keyboard.press("Escape")
     assert labels["Open the LLMs Panel"].strip(), "the panel command shows its shortcut"
     # The shortcut brings the panel back after it was folded away.
@@ -160,7 +187,7 @@ def test_settings_in_the_settings_editor(page: Any) -> None:
                   "Metrics window (minutes)"):
         sync_api.expect(page.get_by_text(title, exact=True).first).to_be_visible()
     shoot(page, "09-settings")
-    page.evaluate("window.jupyterapp.commands.execute('application:close-all')")
+    close_all(page)
 
 
 def test_form_checks_fields_before_sending(page: Any) -> None:
@@ -261,7 +288,7 @@ def test_playground_streams_an_answer(page: Any) -> None:
     shoot(page, "10-playground-fake")
     panel.get_by_role("button", name="Clear the conversation").click()
     sync_api.expect(panel.locator(".jp-OsirePlayground-turn")).to_have_count(0)
-    page.evaluate("window.jupyterapp.commands.execute('application:close-all')")
+    close_all(page)
 
 
 def test_log_viewer_follows_and_searches(page: Any) -> None:
@@ -278,17 +305,21 @@ def test_log_viewer_follows_and_searches(page: Any) -> None:
     sync_api.expect(viewer.locator(".jp-OsireLog-count")).to_contain_text("1/")
     sync_api.expect(viewer.locator(".jp-OsireLog-line.jp-mod-current")).to_have_count(1)
     shoot(page, "11-log-viewer")
-    page.evaluate("window.jupyterapp.commands.execute('application:close-all')")
+    close_all(page)
 
 
 def test_insert_into_a_notebook_and_run_it(page: Any) -> None:
-    """The inserted call runs as is in the notebook's kernel: client() finds the server."""
-    page.evaluate("window.jupyterapp.commands.execute('notebook:create-new', "
-                  "{kernelName: 'python3'}).then(() => null)")
-    notebook = page.locator(".jp-NotebookPanel").last
-    notebook.wait_for()
-    _deployment(page, "tiny-chat").get_by_role(
-        "button", name="Insert code calling tiny-chat into the notebook").click()
+    """The inserted call runs as is in the notebook's kernel: client() finds the server.
+
+    Insert is pressed while the new notebook's content is still on its way from the server: the
+    call must not be lost when the notebook's cells are replaced by the loaded ones.
+    """
+    with _notebook_loads_held(page):
+        notebook = new_notebook(page)
+        _deployment(page, "tiny-chat").get_by_role(
+            "button", name="Insert code calling tiny-chat into the notebook").click()
+        assert not page.evaluate("() => window.jupyterapp.shell.currentWidget.context.isReady"), \
+            "the notebook had loaded before Insert was pressed"
     cell = notebook.locator(".jp-CodeCell").nth(1)  # below the new notebook's empty cell
     sync_api.expect(cell.locator(".cm-content")).to_contain_text("llm = client()")
     source = cell.locator(".cm-content").inner_text()
