@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 from .batch_input import ENDPOINTS
 from .errors import RequestError
 
@@ -45,6 +43,7 @@ class BatchSpec:
 
 def load_spec(path: Path) -> BatchSpec:
     """The spec in ``path``; ``RequestError`` naming the field that is wrong."""
+    import yaml   # here, not above: kernels may lack it until a spec is read
     try:
         doc = yaml.safe_load(path.read_text())
     except OSError as exc:
