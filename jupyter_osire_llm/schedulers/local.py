@@ -198,6 +198,8 @@ class LocalScheduler(Scheduler):
         limit = parse_time_limit(request.resources.time)
         folder = request.folder
         folder.mkdir(parents=True, exist_ok=True)
+        # A folder can run a second job (a batch's resume): an earlier job's cancel is not its.
+        (folder / CANCEL_FILE).unlink(missing_ok=True)
         (folder / SCRIPT_FILE).write_text(with_exit_trap(request.script, folder))
         (folder / SCRIPT_FILE).chmod(0o700)
         job = Job(self._next_id(), folder)

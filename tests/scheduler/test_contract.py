@@ -7,7 +7,7 @@ import time
 import pytest
 
 from jupyter_osire_llm import errors
-from jupyter_osire_llm.schedulers.base import Job, JobState, Resources
+from jupyter_osire_llm.schedulers.base import Job, JobRequest, JobState, Resources
 
 from .conftest import Backend, cluster
 
@@ -70,6 +70,20 @@ def test_cancel_pending_job(backend: Backend):
     backend.scheduler.cancel(job)
     assert backend.wait(job, terminal).state is JobState.CANCELLED
     backend.scheduler.cancel(blocker_first)
+
+
+def test_a_new_job_in_a_cancelled_jobs_folder_runs(backend: Backend):
+    """A batch's resume submits its next job into the same folder: the earlier job's cancel
+    must not end the new one."""
+    first = backend.submit(SLEEPER)
+    backend.wait(first, lambda i: i.state is JobState.RUNNING)
+    backend.scheduler.cancel(first)
+    assert backend.wait(first, terminal, timeout=20).state is JobState.CANCELLED
+    again = backend.scheduler.submit(JobRequest("t", "#!/bin/bash\necho second run\n",
+                                                first.folder, Resources()))
+    backend.jobs.append(again)
+    info = backend.wait(again, terminal)
+    assert info.state is JobState.COMPLETED and info.exit_code == 0, info
 
 
 def test_cancel_unknown_job_is_fine(backend: Backend, tmp_path):
