@@ -8,6 +8,8 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 import {
+  IBatch,
+  IBatchList,
   ICatalog,
   IDeployment,
   IHealth,
@@ -107,6 +109,43 @@ export class OsireApi {
       throw await errorOf(response);
     }
     return response;
+  }
+
+  /** The user's batches, newest first (`GET <base>/osire/v1/batches`, the OpenAI list). */
+  async batches(limit = 20): Promise<IBatch[]> {
+    const body = await this._request<IBatchList>(`v1/batches?limit=${limit}`);
+    return body.data;
+  }
+
+  /** Cancel a batch: its job ends, the answers so far are kept (a resume does the rest). */
+  cancelBatch(id: string): Promise<IBatch> {
+    return this._request<IBatch>(`v1/batches/${encodeURIComponent(id)}/cancel`, {
+      method: 'POST'
+    });
+  }
+
+  /** A new job for the requests a failed, expired or cancelled batch has not answered. */
+  resumeBatch(id: string): Promise<IBatch> {
+    return this._request<IBatch>(`v1/batches/${encodeURIComponent(id)}/resume`, {
+      method: 'POST'
+    });
+  }
+
+  /** A file's bytes (`GET <base>/osire/v1/files/<id>/content`), e.g. a batch's results. */
+  async fileContent(fileId: string): Promise<Blob> {
+    const url = URLExt.join(
+      this.settings.baseUrl,
+      'osire',
+      'v1',
+      'files',
+      encodeURIComponent(fileId),
+      'content'
+    );
+    const response = await this._fetch(url, {});
+    if (!response.ok) {
+      throw await errorOf(response);
+    }
+    return response.blob();
   }
 
   health(): Promise<IHealth> {

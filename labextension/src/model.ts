@@ -1,8 +1,9 @@
 /**
- * The sidebar's state: catalog, deployments and scheduler health, refreshed by one poll loop.
+ * The sidebar's state: catalog, deployments, batches and scheduler health, refreshed by one poll
+ * loop (each poll lists the deployments and the batches: two GETs).
  *
  * The loop polls every 2 s while the panel is visible and some deployment is queued, starting or
- * stopping; every `refreshInterval` (10 s) while everything is stable; every 60 s while the panel
+ * stopping or some batch is validating, queued, running or cancelling; every `refreshInterval` (10 s) while everything is stable; every 60 s while the panel
  * or the browser tab is hidden. Showing the panel or acting on a deployment refreshes at once.
  *
  * A second loop scrapes each ready deployment's engine metrics (`/metrics` through the engine
@@ -14,10 +15,12 @@ import { ISignal, Signal } from '@lumino/signaling';
 import {
   ApiError,
   DeploymentState,
+  IBatch,
   ICatalog,
   IDeployment,
   IHealth,
   ILaunchRequest,
+  LIVE_BATCH_STATES,
   OsireApi,
   UNSTABLE_STATES
 } from './api';
@@ -69,6 +72,12 @@ export class OsireModel {
   healthError: string | null = null;
   /** Deployment ids with a stop request in flight. */
   readonly stopping = new Set<string>();
+  /** The user's batches, newest first (null until the first answer). */
+  batches: IBatch[] | null = null;
+  /** Why the batches could not be listed (shown in their section; the deployments go on). */
+  batchesError: string | null = null;
+  /** Batch ids with a cancel or resume in flight. */
+  readonly batchPending = new Set<string>();
   settings: IOsireSettings = { ...DEFAULT_SETTINGS };
   /** Engine metrics per deployment id (only engines that export vLLM's figures). */
   readonly metrics = new Map<string, MetricsHistory>();
@@ -114,9 +123,12 @@ export class OsireModel {
     return this._disposed;
   }
 
-  /** True while some deployment will change state by itself soon. */
+  /** True while some deployment or batch will change state by itself soon. */
   get busy(): boolean {
-    return (this.deployments ?? []).some(d => UNSTABLE_STATES.has(d.state));
+    return (
+      (this.deployments ?? []).some(d => UNSTABLE_STATES.has(d.state)) ||
+      (this.batches ?? []).some(b => LIVE_BATCH_STATES.has(b.status))
+    );
   }
 
   /** The delay before the next poll, from visibility and what is in flight. */
@@ -164,18 +176,32 @@ export class OsireModel {
     this._emit();
   }
 
-  /** Fetch deployments now and schedule the next poll. */
+  /** Fetch deployments and batches now and schedule the next poll. */
   async refresh(): Promise<void> {
     this._clearTimer();
     if (Date.now() - this._healthAt > HEALTH_EVERY_MS) {
       void this.refreshHealth(); // the footer shows the scheduler's last error, if any
     }
     const generation = ++this._generation;
+    // Both at once; a failure of one never holds back or breaks the other.
+    const [listed, batches] = await Promise.all([
+      settle(this.api.deployments()),
+      settle(this.api.batches())
+    ]);
+    if (generation !== this._generation) {
+      return; // a newer refresh started meanwhile; its answers win
+    }
+    if (batches.ok) {
+      this.batches = batches.value;
+      this.batchesError = null;
+    } else {
+      this.batchesError = (batches.error as Error)?.message ?? String(batches.error);
+    }
     try {
-      const deployments = await this.api.deployments();
-      if (generation !== this._generation) {
-        return; // a newer refresh started meanwhile; its answer wins
+      if (!listed.ok) {
+        throw listed.error;
       }
+      const deployments = listed.value;
       deployments.sort((a, b) => b.created - a.created);
       const before = new Map((this.deployments ?? []).map(d => [d.id, d.state]));
       const first = this.deployments === null;
@@ -195,9 +221,6 @@ export class OsireModel {
         }
       }
     } catch (error) {
-      if (generation !== this._generation) {
-        return;
-      }
       const message = (error as Error).message;
       if (message !== this.deploymentsError) {
         this._problem.emit(`Cannot list your LLM deployments: ${message}`);
@@ -255,6 +278,34 @@ export class OsireModel {
       this._problem.emit(`Stop refused: ${message}`);
     } finally {
       this.stopping.delete(id);
+      await this.refresh();
+    }
+  }
+
+  /** Cancel a batch (its answers so far are kept); a refusal is notified. */
+  cancelBatch(id: string): Promise<void> {
+    return this._batchAction(id, 'Cancel', () => this.api.cancelBatch(id));
+  }
+
+  /** Resume a failed, expired or cancelled batch for the requests it has left. */
+  resumeBatch(id: string): Promise<void> {
+    return this._batchAction(id, 'Resume', () => this.api.resumeBatch(id));
+  }
+
+  private async _batchAction(
+    id: string,
+    what: string,
+    action: () => Promise<IBatch>
+  ): Promise<void> {
+    this.batchPending.add(id);
+    this._emit();
+    try {
+      await action();
+    } catch (error) {
+      const message = error instanceof ApiError ? error.message : String(error);
+      this._problem.emit(`${what} refused: ${message}`);
+    } finally {
+      this.batchPending.delete(id);
       await this.refresh();
     }
   }
@@ -342,4 +393,15 @@ export class OsireModel {
   private _generation = 0;
   private _healthAt = 0;
   private _timer: number | null = null;
+}
+
+type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** A promise's outcome as a value (never rejects). */
+async function settle<T>(promise: Promise<T>): Promise<Settled<T>> {
+  try {
+    return { ok: true, value: await promise };
+  } catch (error) {
+    return { ok: false, error };
+  }
 }

@@ -1,7 +1,8 @@
 /**
- * The "LLMs" sidebar: the user's deployments (state in words, live figures, actions), the site
- * catalog with a launch form per model, and the scheduler backend in the footer. Actions run
- * the extension's commands, so the palette, shortcuts and the sidebar do the same thing.
+ * The "LLMs" sidebar: the user's deployments (state in words, live figures, actions), their
+ * batches and their progress (batchlist.tsx), the site catalog with a launch form per model,
+ * and the scheduler backend in the footer. Actions run the extension's commands, so the
+ * palette, shortcuts and the sidebar do the same thing.
  */
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import { CommandRegistry } from '@lumino/commands';
@@ -9,6 +10,7 @@ import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { DeploymentState, IDeployment, TERMINAL_STATES } from './api';
+import { BatchSection } from './batchlist';
 import { CommandIDs } from './commandids';
 import { LaunchForm } from './launchform';
 import { MetricsView } from './metricsview';
@@ -82,6 +84,8 @@ function SidebarView(props: { model: OsireModel; commands: CommandRegistry }): J
           ))}
         </ul>
       </section>
+
+      <BatchSection model={model} />
 
       <section className="jp-OsireSidebar-section" aria-labelledby="osire-catalog-h">
         <h3 id="osire-catalog-h" className="jp-OsireSidebar-sectionTitle">

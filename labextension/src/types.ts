@@ -111,3 +111,71 @@ export const TERMINAL_STATES: ReadonlySet<DeploymentState> = new Set([
   'stopped',
   'failed'
 ]);
+
+/** An offline batch's status (the OpenAI Batch API's, plus `queued`: waiting in Slurm). */
+export type BatchStatus =
+  | 'validating'
+  | 'queued'
+  | 'in_progress'
+  | 'cancelling'
+  | 'completed'
+  | 'failed'
+  | 'expired'
+  | 'cancelled';
+
+/** Our own details of a batch (`batch.osire`): Slurm's side of it. */
+export interface IBatchOsire {
+  /** Slurm's pending reason while queued, or why the batch ended. */
+  reason: string | null;
+  job_id: string | null;
+  /** Every job the batch ran as (a resume adds one). */
+  jobs?: string[];
+  scheduler_state?: string | null;
+  node?: string | null;
+  resources?: Resources;
+  /** Requests with no answer yet. */
+  left?: number;
+  /** Failed, expired or cancelled with requests left: a resume answers the rest. */
+  resumable?: boolean;
+  /** The engine's last log lines, when the batch failed. */
+  log_tail?: string | null;
+}
+
+/** A batch as `GET <base>/osire/v1/batches` lists it (the OpenAI Batch object). */
+export interface IBatch {
+  id: string;
+  object?: 'batch';
+  endpoint: string;
+  status: BatchStatus;
+  errors?: { data: { code: string; message: string }[] } | null;
+  input_file_id: string;
+  completion_window?: string;
+  output_file_id: string | null;
+  error_file_id: string | null;
+  created_at: number;
+  in_progress_at?: number | null;
+  expires_at?: number | null;
+  completed_at?: number | null;
+  failed_at?: number | null;
+  expired_at?: number | null;
+  cancelling_at?: number | null;
+  cancelled_at?: number | null;
+  request_counts: { total: number; completed: number; failed: number };
+  metadata?: Record<string, string> | null;
+  model: string;
+  osire?: IBatchOsire | null;
+}
+
+export interface IBatchList {
+  object: 'list';
+  data: IBatch[];
+  has_more: boolean;
+}
+
+/** Batch statuses that change by themselves: poll fast while a batch is in one. */
+export const LIVE_BATCH_STATES: ReadonlySet<BatchStatus> = new Set([
+  'validating',
+  'queued',
+  'in_progress',
+  'cancelling'
+]);

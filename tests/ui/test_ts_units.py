@@ -1,9 +1,10 @@
 """The sidebar's logic in TypeScript, unit-tested by node's own test runner (labextension/test/).
 
 The pure modules (metrics parsing and rates, state wording, form validation, the playground's
-stream handling, log search, the snippet) are compiled by the project's own TypeScript into a
-temporary folder and `node --test` runs every labextension/test/*.test.mjs over them. Needs
-node and labextension/node_modules (`cd labextension && npm install`); no browser.
+stream handling, log search, the snippet, batch progress and wording) are compiled by the
+project's own TypeScript into a temporary folder and `node --test` runs every
+labextension/test/*.test.mjs over them. Needs node and labextension/node_modules
+(`cd labextension && npm install`); no browser.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 
 LABEXT = Path(__file__).resolve().parents[2] / "labextension"
 TSC = LABEXT / "node_modules" / ".bin" / "tsc"
-PURE = ["types", "metrics", "states", "validate", "chat", "logsearch", "snippet"]
+PURE = ["types", "metrics", "states", "validate", "chat", "logsearch", "snippet", "batches"]
 
 
 def test_typescript_units(tmp_path: Path) -> None:
