@@ -164,3 +164,24 @@ export function resultFileName(b: IBatch, kind: 'output' | 'errors'): string {
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
+
+/** Batches live in `before` that have ended in `after` (none on the first load: `before` null). */
+export function endedBatches(before: IBatch[] | null, after: IBatch[]): IBatch[] {
+  if (before === null) {
+    return [];
+  }
+  const wasLive = new Set(before.filter(isLiveBatch).map(b => b.id));
+  return after.filter(b => wasLive.has(b.id) && !isLiveBatch(b));
+}
+
+/** What the notification of an ended batch says, and how loud it is. */
+export function batchEndNotice(b: IBatch): { kind: 'success' | 'warning' | 'error'; text: string } {
+  const p = batchProgress(b);
+  const head = `Batch of ${b.model ?? 'a model'} ${batchStatusLabel(b.status).toLowerCase()}: ` +
+    `${p.text} done${p.failedText ? `, ${p.failedText}` : ''}`;
+  if (b.status === 'completed') {
+    return { kind: p.failed > 0 ? 'warning' : 'success', text: head };
+  }
+  const reason = b.osire?.reason;
+  return { kind: b.status === 'cancelled' ? 'warning' : 'error', text: reason ? `${head} (${reason})` : head };
+}

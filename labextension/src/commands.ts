@@ -17,6 +17,7 @@ import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { Widget } from '@lumino/widgets';
 
 import { ApiError, IDeployment, TERMINAL_STATES } from './api';
+import { batchEndNotice } from './batches';
 import { CommandIDs } from './commandids';
 import { LogViewer, createLogViewer } from './logviewer';
 import { OsireModel } from './model';
@@ -254,10 +255,16 @@ export function registerCommands(ctx: ICommandContext): void {
   }
 }
 
-/** Notifications for what happens without the user looking: ready, failed, server problems. */
+/** Notifications for what happens without the user looking: ready, failed, a batch that
+ * ended, server problems. */
 export function connectNotifications(app: JupyterFrontEnd, model: OsireModel): void {
   model.problem.connect((_, message) => {
     Notification.error(message, { autoClose: 10000 });
+  });
+  model.batchEnded.connect((_, batch) => {
+    const notice = batchEndNotice(batch);
+    // Something went wrong: it stays until dismissed; the LLMs panel has the details.
+    Notification[notice.kind](notice.text, { autoClose: notice.kind === 'success' ? 6000 : false });
   });
   model.stateChanged.connect((_, { deployment: d }) => {
     if (d.state === 'ready') {

@@ -24,6 +24,7 @@ import {
   OsireApi,
   UNSTABLE_STATES
 } from './api';
+import { endedBatches } from './batches';
 import { MetricsHistory, parsePrometheus, vllmSnapshot } from './metrics';
 
 export const FAST_POLL_MS = 2000;
@@ -89,6 +90,11 @@ export class OsireModel {
   /** Deployments that changed state (not on the first load). */
   get stateChanged(): ISignal<this, IStateChange> {
     return this._stateChanged;
+  }
+
+  /** A batch that ended (completed, failed, expired, cancelled) since the last refresh. */
+  get batchEnded(): ISignal<this, IBatch> {
+    return this._batchEnded;
   }
 
   /** A new problem of the server or the scheduler (a message to notify once). */
@@ -192,6 +198,9 @@ export class OsireModel {
       return; // a newer refresh started meanwhile; its answers win
     }
     if (batches.ok) {
+      for (const ended of endedBatches(this.batches, batches.value)) {
+        this._batchEnded.emit(ended);
+      }
       this.batches = batches.value;
       this.batchesError = null;
     } else {
@@ -384,6 +393,7 @@ export class OsireModel {
 
   private _changed = new Signal<this, void>(this);
   private _stateChanged = new Signal<this, IStateChange>(this);
+  private _batchEnded = new Signal<this, IBatch>(this);
   private _problem = new Signal<this, string>(this);
   private _metricsChanged = new Signal<this, void>(this);
   private _lastSchedulerError: string | null = null;

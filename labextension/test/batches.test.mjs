@@ -128,3 +128,21 @@ test('result file names are safe file names', () => {
   assert.equal(b.resultFileName(batch('completed'), 'output'), 'batch_0123abcd-output.jsonl');
   assert.equal(b.resultFileName({ ...batch('completed'), id: '../x y' }, 'errors'), '_x_y-errors.jsonl');
 });
+
+test('ended batches: those live before and ended now, none on the first load', () => {
+  const running = batch('in_progress');
+  const done = batch('completed', { completed: 20 });
+  assert.deepEqual(b.endedBatches(null, [done]), []);
+  assert.deepEqual(b.endedBatches([running], [done]).map(x => x.id), ['batch_0123abcd']);
+  assert.deepEqual(b.endedBatches([done], [done]), []);
+  assert.deepEqual(b.endedBatches([running], [running]), []);
+});
+
+test('the notice of an ended batch: counts, the reason, louder when it went wrong', () => {
+  assert.deepEqual(b.batchEndNotice(batch('completed', { completed: 20 })),
+    { kind: 'success', text: 'Batch of smollm2 completed: 20/20 done' });
+  assert.equal(b.batchEndNotice(batch('completed', { completed: 19, failed: 1 })).kind, 'warning');
+  const failed = b.batchEndNotice(batch('failed', { completed: 3 }, { reason: 'out of memory' }));
+  assert.deepEqual(failed, { kind: 'error', text: 'Batch of smollm2 failed: 3/20 done (out of memory)' });
+  assert.equal(b.batchEndNotice(batch('cancelled', { completed: 5 })).kind, 'warning');
+});

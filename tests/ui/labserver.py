@@ -230,6 +230,19 @@ def shoot(page: Any, name: str, element: Any = None,
         set_theme(page, LIGHT)
 
 
+def expect_notified(page: Any, text: str) -> None:
+    """``text`` is among JupyterLab's notifications (the notification center lists them all,
+    also those whose toast has closed already)."""
+    from playwright.sync_api import expect
+    show = ("window.jupyterapp.commands.execute('apputils:display-notifications')"
+            ".then(() => null)")
+    page.evaluate(show)
+    try:
+        expect(page.locator(".jp-Notification-Center")).to_contain_text(text)
+    finally:
+        page.evaluate(show)  # the same command hides it
+
+
 def dismiss_toasts(page: Any) -> None:
     """Close the notification toasts (they sit over the lower right of the main area)."""
     page.evaluate("() => document.querySelectorAll('.Toastify__close-button')"

@@ -19,7 +19,8 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from labserver import BUNDLE, CHROMIUM, TOKEN, api, dismiss_toasts, jupyter_lab, lab_page, shoot
+from labserver import BUNDLE, CHROMIUM, TOKEN, api, dismiss_toasts, expect_notified, \
+    jupyter_lab, lab_page, shoot
 
 pytestmark = pytest.mark.browser
 
@@ -181,6 +182,7 @@ def test_a_batch_grows_to_completed_and_its_results_download(page: Any, lab: str
     expect(item.locator(".jp-OsireBatch-failedCount")).to_have_count(0)
     expect(item.get_by_role("button", name=re.compile("^Cancel the"))).to_have_count(0)
     expect(item.get_by_role("button", name=re.compile("^Resume the"))).to_have_count(0)
+    expect_notified(page, f"Batch of {MODEL} completed: 20/20 done")
     # Download results: the output file's content, through the server, saved by the browser.
     with page.expect_download(timeout=WAIT_MS) as download_info:
         item.get_by_role("button", name=f"Download the results of the {MODEL} batch").click()
@@ -214,6 +216,8 @@ def test_cancel_keeps_the_answers_and_resume_does_the_rest(page: Any, lab: str) 
     # The answers so far can be downloaded already.
     expect(item.get_by_role("button", name=f"Download the results of the {MODEL} batch")) \
         .to_be_visible()
+    # A batch that did not complete says so, and the notice stays until dismissed.
+    expect_notified(page, f"Batch of {MODEL} cancelled: {kept}/40 done (cancelled by user)")
     dismiss_toasts(page)
     shoot(page, "13-batches")
     # Resume: a new job answers the rest; the batch ends completed with all 40.

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import pytest
 
 from labserver import ARTIFACTS, BUNDLE, CHROMIUM, TOKEN, api, close_all, dismiss_toasts, \
-    jupyter_lab, lab_page, new_notebook, shoot
+    expect_notified, jupyter_lab, lab_page, new_notebook, shoot
 
 pytestmark = pytest.mark.browser
 
@@ -126,17 +126,6 @@ def _notebook_loads_held(page: Any) -> Iterator[None]:
         page.evaluate("window.osireReleaseLoads()")
 
 
-def _expect_notified(page: Any, text: str) -> None:
-    """`text` is among JupyterLab's notifications (the notification center lists them all)."""
-    show = "window.jupyterapp.commands.execute('apputils:display-notifications').then(() => null)"
-    page.evaluate(show)
-    center = page.locator(".jp-Notification-Center")
-    try:
-        sync_api.expect(center).to_contain_text(text)
-    finally:
-        page.evaluate(show)  # the same command hides it
-
-
 def test_catalog_and_scheduler_footer(page: Any) -> None:
     card = _card(page, "tiny-chat")
     card.wait_for()
@@ -238,7 +227,7 @@ def test_launch_until_ready_then_copy_snippet(page: Any, lab: str) -> None:
     shoot(page, "03-starting")
     sync_api.expect(deployment).to_have_attribute("data-state", "ready", timeout=READY_TIMEOUT_MS)
     sync_api.expect(deployment.locator(".jp-OsireSidebar-badge")).to_have_text("Ready")
-    _expect_notified(page, "tiny-chat is ready")  # its toast may have closed already
+    expect_notified(page, "tiny-chat is ready")  # its toast may have closed already
     deployment.get_by_role("button", name="Copy OpenAI snippet for tiny-chat").click()
     snippet = page.evaluate("navigator.clipboard.readText()")
     # No URL and no token in the text: client() finds the server (issue 9).
