@@ -494,6 +494,24 @@ class OsireClient:
         return self.create_batch(upload["id"], spec.endpoint, resources=spec.resources,
                                  metadata=spec.metadata)
 
+    def batch_target(self, target: str, *, cancel: bool = False,
+                     resume: bool = False) -> tuple[dict[str, Any], Any]:
+        """What ``batch SPEC|BATCH_ID [--cancel|--resume]`` names: a spec file run, or a batch
+        followed, cancelled or resumed; the batch and where its results go (a spec's output)."""
+        if target.startswith("batch_"):
+            b = self.batch(target)
+            if cancel:
+                b = self.cancel_batch(b["id"])
+            elif resume:
+                b = self.resume_batch(b["id"])
+            return b, None
+        if cancel or resume:
+            raise errors.RequestError("--cancel and --resume take a batch id (batch_...)",
+                                      field="target")
+        from .batch_spec import load_spec
+        spec = load_spec(Path(target))
+        return self.submit_spec(spec), spec.output
+
     def wait_batch(self, batch_id: str, *, timeout: Optional[float] = None,
                    interval: float = 1.0,
                    on_update: Optional[Callable[[dict[str, Any]], None]] = None

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .batch_input import check_endpoint, check_input
-from .batch_states import (CANCELLED, CANCELLING, QUEUED, RESUMABLE, VALIDATING, Batch,
-                           apply_counts, apply_job_info, error_file_id, output_file_id)
+from .batch_states import (CANCELLED, CANCELLING, IN_PROGRESS, QUEUED, RESUMABLE, VALIDATING,
+                           Batch, apply_counts, apply_job_info, error_file_id, output_file_id)
 from .catalog import Catalog
+from .deployments import GUARD_SOURCE, KEY_FILE, write_key
 from .errors import (Conflict, NotFound, OsireError, RequestError, RequestTooLarge,
                      SchedulerError, SchedulerTimeout, StoreError)
 from .logtail import read_tail
@@ -38,9 +39,8 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 RUNNER_SOURCE = Path(__file__).parent / "batch_runner.py"
-GUARD_SOURCE = Path(__file__).parent / "engine_guard.py"
-INPUT, OUTPUT, ERRORS, PROGRESS, KEY = ("input.jsonl", "output.jsonl", "errors.jsonl",
-                                        "progress.json", "key")
+INPUT, OUTPUT, ERRORS, PROGRESS = ("input.jsonl", "output.jsonl", "errors.jsonl",
+                                   "progress.json")
 PURPOSES = ("batch", "batch_output", "user_data")
 CREATE_FIELDS = {"input_file_id", "endpoint", "completion_window", "metadata", "resources"}
 CANCEL_RETRY = 5.0
@@ -307,7 +307,8 @@ class BatchService:
 
     async def observe_progress(self) -> None:
         """Counts of running batches from their ``progress.json`` (cheap: one small file)."""
-        running = [b for b in self._batches.values() if b.live and b.job_id]
+        running = [b for b in self._batches.values()
+                   if b.status in (IN_PROGRESS, CANCELLING) and b.job_id]
         if not running:
             return
         found = await asyncio.to_thread(_read_all_progress, [Path(b.folder) for b in running])
@@ -380,7 +381,7 @@ def _ended_run(folder: Path) -> tuple[tuple[int, int], Optional[str], str]:
         phase = None
     tail = read_tail(folder / "job.log", 20) or ""
     try:
-        key = (folder / KEY).read_text().strip()
+        key = (folder / KEY_FILE).read_text().strip()
     except OSError:
         key = ""
     return count_results(folder), phase, tail.replace(key, "***") if key else tail
@@ -443,9 +444,7 @@ def _prepare_folder(folder: Path, source: Path) -> None:
 
 def _new_run(folder: Path) -> None:
     """A fresh key, and no exit status or log of an earlier run taken for this one's."""
-    key = folder / KEY
-    key.touch(mode=0o600)
-    key.write_text(secrets.token_urlsafe(32))
+    write_key(folder / KEY_FILE, secrets.token_urlsafe(32))
     (folder / "exit_status").unlink(missing_ok=True)
     log_file = folder / "job.log"
     if log_file.exists():
@@ -493,5 +492,19 @@ def _complete_lines(path: Path) -> bytes:
     return data[:data.rfind(b"\n") + 1]
 
 
-def _complete_size(path: Path) -> int:
-    return len(_complete_lines(path))
+def _complete_size(path: Path, chunk: int = 65536) -> int:
+    """``len(_complete_lines(path))`` from the file's end: a batch listing (polled by the
+    sidebar) must not read every result file whole."""
+    try:
+        with path.open("rb") as f:
+            end = f.seek(0, 2)
+            while end > 0:
+                start = max(0, end - chunk)
+                f.seek(start)
+                newline = f.read(end - start).rfind(b"\n")
+                if newline >= 0:
+                    return start + newline + 1
+                end = start
+    except FileNotFoundError:
+        pass
+    return 0

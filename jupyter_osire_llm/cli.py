@@ -31,13 +31,11 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 
 from . import errors
 from ._client import (AuthenticationFailed, DeploymentFailed, OsireClient, ServerUnreachable,
                      TERMINAL_STATES, WaitTimeout, describe, describe_batch, discover)
-from .batch_spec import load_spec
 
 OK, FAILED, USAGE, NOT_FOUND, REFUSED, UNREACHABLE, TIMED_OUT, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
 EXIT_CODES = {OK: "ok", FAILED: "failed", USAGE: "usage", NOT_FOUND: "not found",
@@ -311,20 +309,7 @@ def _wait(api: OsireClient, ref: str, args: argparse.Namespace, out: TextIO,
 
 def _batch(api: OsireClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run a spec, or act on a batch by id; waits (with progress) unless --no-wait."""
-    output = None
-    if args.target.startswith("batch_"):
-        b = api.batch(args.target)
-        if args.cancel:
-            b = api.cancel_batch(b["id"])
-        elif args.resume:
-            b = api.resume_batch(b["id"])
-    elif args.cancel or args.resume:
-        raise errors.RequestError("--cancel and --resume take a batch id (batch_...)",
-                                  field="target")
-    else:
-        spec = load_spec(Path(args.target))
-        b = api.submit_spec(spec)
-        output = spec.output
+    b, output = api.batch_target(args.target, cancel=args.cancel, resume=args.resume)
     if args.no_wait or args.cancel:
         out.write((json.dumps(b, indent=2) if args.json else describe_batch(b)) + "\n")
         return OK

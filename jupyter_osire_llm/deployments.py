@@ -620,11 +620,15 @@ def _job_name(deployment_id: str, index: int) -> str:
     return f"osire-{deployment_id}-r{index}"
 
 
+def write_key(path: Path, key: str) -> None:
+    """An engine's key, readable by the user alone (created 0600 before anything is written)."""
+    path.touch(mode=0o600)
+    path.write_text(key)
+
+
 def _prepare_job_dir(job_dir: Path, key: str) -> None:
     job_dir.mkdir(parents=True, mode=0o700, exist_ok=True)   # a restart reuses its folder
-    key_file = job_dir / KEY_FILE
-    key_file.touch(mode=0o600)
-    key_file.write_text(key)
+    write_key(job_dir / KEY_FILE, key)
     if GUARD_SOURCE.exists():
         shutil.copyfile(GUARD_SOURCE, job_dir / GUARD_SOURCE.name)
 

@@ -26,13 +26,11 @@ import html
 import shlex
 import string
 import sys
-from pathlib import Path
 from typing import Any, Optional
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from . import errors
-from .batch_spec import load_spec
 from .cli import (_Parser, add_launch_options, batches_table, deployments_table,
                   launch_resources, models_table)
 from ._client import DeploymentFailed, OsireClient, WaitTimeout, describe, describe_batch
@@ -190,17 +188,7 @@ class OsireMagics(Magics):
     def _batch(self, args: argparse.Namespace) -> None:
         """A spec (a path) is uploaded and run; a batch id is followed, cancelled or resumed.
         The batch's record is kept in ``_osire_batch``."""
-        output = None
-        if args.target.startswith("batch_"):
-            b = self.api.batch(args.target)
-            if args.cancel:
-                b = self.api.cancel_batch(b["id"])
-            elif args.resume:
-                b = self.api.resume_batch(b["id"])
-        else:
-            spec = load_spec(Path(args.target))
-            b = self.api.submit_spec(spec)
-            output = spec.output
+        b, output = self.api.batch_target(args.target, cancel=args.cancel, resume=args.resume)
         self._user_ns[BATCH_VARIABLE] = b
         if args.no_wait or args.cancel:
             print(describe_batch(b))
