@@ -259,10 +259,11 @@ def parse_sacct(stdout: str, folders: Optional[Mapping[str, str]] = None) -> Par
     """``sacct -P -X`` output -> Parsed {job id: (user, JobInfo)}, each line on its own.
 
     One id may have several records (ids restart after a cluster's state is reset; accounting
-    keeps them all): the one run in ``folders[id]`` wins, else the newest (sacct's last line)."""
+    keeps them all). Where the job's folder is known, a record run in another folder is another
+    job's and is left out (our own record may not have reached accounting yet); else the newest
+    record (sacct's last line) wins."""
     folders = folders or {}
     parsed = Parsed()
-    settled: set[str] = set()
     for line in stdout.splitlines():
         if not line.strip():
             continue
@@ -271,13 +272,16 @@ def parse_sacct(stdout: str, folders: Optional[Mapping[str, str]] = None) -> Par
         except errors.SchedulerOutputError as exc:
             parsed.problem(line, exc.message)
             continue
-        if job_id in settled:
+        if job_id in folders and workdir.strip() and not _same_folder(folders[job_id], workdir):
             continue
         parsed.jobs[job_id] = (user, info)
-        if folders.get(job_id) == workdir.strip():
-            settled.add(job_id)
     parsed.unreadable -= parsed.jobs.keys()
     return parsed
+
+
+def _same_folder(ours: str, recorded: str) -> bool:
+    ours, recorded = os.path.normpath(ours), os.path.normpath(recorded.strip())
+    return ours == recorded or os.path.realpath(ours) == os.path.realpath(recorded)
 
 
 def classify_failure(result: Completed, action: str) -> errors.SchedulerError:

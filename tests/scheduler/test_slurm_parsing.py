@@ -209,6 +209,15 @@ def test_parse_sacct_reused_id_prefers_the_job_run_in_our_folder():
     assert parse_sacct(ours + other).jobs["12"][1].state is JobState.CANCELLED   # newest
 
 
+def test_parse_sacct_leaves_out_another_jobs_record_under_our_id():
+    """Our job's own record may not have reached accounting yet: an older job that had the same
+    id (another user's, or ours in another folder) is no answer about it."""
+    other = SACCT_12.replace("/jobs/a", "/elsewhere")
+    assert "12" not in parse_sacct(other, {"12": "/home/alice/.osire/jobs/a"}).jobs
+    same = parse_sacct(SACCT_12, {"12": "/home/alice/.osire/x/../jobs/a/"})   # one folder, spelt
+    assert same.jobs["12"][1].state is JobState.CANCELLED                     # another way
+
+
 @pytest.mark.parametrize("text, state, reason", [
     ("RUNNING", JobState.RUNNING, None), ("CANCELLED by 0", JobState.CANCELLED, None),
     ("CONFIGURING", JobState.PENDING, "CONFIGURING"), ("BOOT_FAIL", JobState.NODE_FAIL, "BOOT_FAIL"),
