@@ -48,8 +48,9 @@ class OsireLLM(ExtensionApp):
     max_time = Unicode("", config=True, help="Longest time limit (Slurm syntax); empty: none.")
     max_deployments = Int(4, config=True, help="Most live deployments per user.")
     max_replicas = Int(4, config=True, help="Most replicas per deployment.")
-    max_total_gpus = Int(0, config=True, help="Most GPUs one user's live replicas may hold "
-                         "together (GPUs per node x nodes x replicas); 0: no such limit.")
+    max_total_gpus = Int(0, config=True, help="Most GPUs one user's live replicas and "
+                         "running batches may hold together (GPUs per node x nodes x jobs); 0: no "
+                         "such limit.")
     keep_finished = Int(50, config=True, help="Ended deployments kept (with their logs); older "
                         "ones are forgotten and their job folders removed.")
     local_gpus = Int(0, config=True, help="GPU slots the local backend hands out.")

@@ -34,8 +34,9 @@ from .errors import (Conflict, NotFound, OsireError, RequestError, RequestTooLar
 from .logtail import read_tail
 from .render import ScriptRenderer
 from .schedulers.base import Job, JobInfo, JobRequest, Resources, Scheduler
-from .spec import SiteLimits, parse_resources
-from .store import Store
+from .spec import SiteLimits, job_gpus, parse_resources
+from .store import Holdings, Store
+from .usage import gpus_in_use, live_batches
 
 log = logging.getLogger(__name__)
 RUNNER_SOURCE = Path(__file__).parent / "batch_runner.py"
@@ -179,7 +180,7 @@ class BatchService:
                       total=parsed.total, metadata=metadata, launched_by=self.server_id,
                       resources={k: v for k, v in vars(wanted).items() if v is not None})
         await asyncio.to_thread(self.store.insert_doc, "batches", batch_id, self.clock(),
-                                batch.to_doc(), self._check_count)
+                                batch.to_doc(), partial(self._check_limits, batch=batch))
         self._batches[batch_id] = replace(batch, version=1)
         try:
             await asyncio.to_thread(_prepare_folder, Path(batch.folder), source)
@@ -192,13 +193,15 @@ class BatchService:
             raise
         return self.get(batch_id)
 
-    def _check_count(self, docs: list[dict]) -> None:
-        live = sum(1 for d in docs if d.get("status") in (VALIDATING, QUEUED, "in_progress",
-                                                          CANCELLING))
+    def _check_limits(self, holdings: Holdings, batch: Batch) -> None:
+        """Another live batch: within ``max_batches`` and, with the user's deployments, within
+        ``max_total_gpus``."""
+        live = len(live_batches(holdings))
         if live >= self.max_batches:
             raise RequestError(f"{live} batches are running or queued, the most one user may "
                                f"have (OsireLLM.max_batches = {self.max_batches})",
                                field="input_file_id")
+        self.limits.check_total_gpus(gpus_in_use(holdings), job_gpus(Resources(**batch.resources)))
 
     async def _submit(self, batch_id: str) -> None:
         batch = self.get(batch_id)
@@ -264,7 +267,7 @@ class BatchService:
             return replace(b, status=VALIDATING, cancel_requested=False, reason=None,
                            failed_at=None, expired_at=None, cancelled_at=None,
                            cancelling_at=None, launched_by=self.server_id, log_tail=None)
-        await self._mutate(batch_id, change)
+        await self._mutate(batch_id, change, check=partial(self._check_limits, batch=batch))
         try:
             await self._submit(batch_id)
         except (SchedulerError, StoreError, OSError) as exc:
@@ -353,15 +356,17 @@ class BatchService:
             return
         self._batches[batch.id] = batch
 
-    async def _mutate(self, batch_id: str, change: Callable[[Batch], Batch]) -> Batch:
-        """Apply ``change`` to the current record, compare-and-swap on its version."""
+    async def _mutate(self, batch_id: str, change: Callable[[Batch], Batch],
+                      check: Optional[Callable[[Holdings], None]] = None) -> Batch:
+        """Apply ``change`` to the current record, compare-and-swap on its version (after
+        ``check``, which raises to refuse, has seen what else the user holds)."""
         for _ in range(20):
             current = self.get(batch_id)
             new = change(current)
             if new == current:
                 return current
             if await asyncio.to_thread(self.store.save_doc, "batches", batch_id, new.to_doc(),
-                                       current.version):
+                                       current.version, check):
                 self._batches[batch_id] = replace(new, version=current.version + 1)
                 self.changed.set()
                 return self._batches[batch_id]

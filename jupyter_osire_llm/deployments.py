@@ -32,7 +32,8 @@ from .schedulers.base import Job, JobInfo, JobRequest, JobState, Resources, Sche
 from .spec import SiteLimits, job_gpus, parse_resources
 from .states import (FAILED, QUEUED, READY, STARTING, STOPPED, STOPPING, Deployment, Replica,
                      apply_job_info, deployment_state)
-from .store import Store
+from .store import Holdings, Store
+from .usage import deployment_gpus, gpus_in_use
 
 log = logging.getLogger(__name__)
 KEY_FILE = "key"
@@ -196,11 +197,11 @@ class DeploymentService:
                                 replaces=replaces) for i in added)
             return replace(d, replicas=d.replicas + new, launched_by=self.server_id, note=None)
 
-        def check(others: list[Deployment]) -> None:
+        def check(others: Holdings) -> None:
             current = self.get(deployment_id)
-            per_job = _gpus_held(replace(current, replicas=(Replica(0, ""),)))
-            self.limits.check_total_gpus(sum(_gpus_held(d) for d in others) +
-                                         _gpus_held(current), per_job * count)
+            per_job = deployment_gpus(replace(current, replicas=(Replica(0, ""),)))
+            self.limits.check_total_gpus(gpus_in_use(others) + deployment_gpus(current),
+                                         per_job * count)
 
         self._launching.add(deployment_id)
         try:
@@ -280,9 +281,9 @@ class DeploymentService:
 
     async def _insert(self, deployment: Deployment, gpus: int) -> None:
         """Persist a new deployment, counting the limits over every server's deployments."""
-        def check(live: list[Deployment]) -> None:
-            self.limits.check_count(len(live))
-            self.limits.check_total_gpus(sum(_gpus_held(d) for d in live), gpus)
+        def check(holdings: Holdings) -> None:
+            self.limits.check_count(len(holdings.deployments))
+            self.limits.check_total_gpus(gpus_in_use(holdings), gpus)
 
         deployment = self._derive(deployment)
         await asyncio.to_thread(self.store.insert_within, deployment, check)
@@ -608,12 +609,6 @@ def _with_replica(deployment: Deployment, replica: Replica) -> Deployment:
         return deployment
     return replace(deployment, replicas=tuple(replica if r.index == replica.index else r
                                               for r in deployment.replicas))
-
-
-def _gpus_held(deployment: Deployment) -> int:
-    per_job = int(deployment.resources.get("gpus") or 0) * int(deployment.resources.get("nodes")
-                                                               or 1)
-    return per_job * sum(r.live for r in deployment.replicas)
 
 
 def _job_name(deployment_id: str, index: int) -> str:

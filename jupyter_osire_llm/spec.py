@@ -137,11 +137,13 @@ class SiteLimits:
                                 field="max_deployments")
 
     def check_total_gpus(self, in_use: int, wanted: int) -> None:
-        """``in_use``: GPUs of the user's live replicas; ``wanted``: of the new ones."""
+        """``in_use``: GPUs of the user's live replicas and batches; ``wanted``: of the new
+        ones."""
         if self.max_total_gpus and wanted and in_use + wanted > self.max_total_gpus:
             raise LimitExceeded(f"{wanted} more GPUs would make {in_use + wanted}, over the site "
                                 f"limit of {self.max_total_gpus} GPUs per user ({in_use} in "
-                                "use). Stop a deployment first.", field="max_total_gpus")
+                                "use). Stop a deployment or cancel a batch first.",
+                                field="max_total_gpus")
 
 
 def job_gpus(resources: Resources) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
@@ -89,19 +89,27 @@ class Store:
     def _transaction(self, db: sqlite3.Connection) -> "_Transaction":
         return _Transaction(db)
 
+    def _holdings(self, db: sqlite3.Connection, deployment_id: str = "",
+                  batch_id: str = "") -> "Holdings":
+        """What the user holds, but the deployment or batch being written, seen in its
+        transaction."""
+        live = [d for d in (self._parse(i, doc, v) for i, doc, v in db.execute(
+            "SELECT id, doc, version FROM deployments WHERE state NOT IN ('stopped', 'failed') "
+            "AND id != ?", (deployment_id,))) if d is not None]
+        batches = [d for d in (self._parse_doc("batches", i, t) for i, t in db.execute(
+            "SELECT id, doc FROM batches WHERE id != ?", (batch_id,))) if d is not None]
+        return Holdings(live, batches)
+
     # -- deployments ---------------------------------------------------------------------------
 
     def insert_within(self, deployment: Deployment,
-                      check: Callable[[list[Deployment]], None]) -> None:
-        """Insert a new deployment after ``check`` (which raises to refuse) has seen every live
-        deployment of the user, in one write transaction: two servers launching at the same
-        moment cannot both slip under a limit."""
+                      check: Callable[["Holdings"], None]) -> None:
+        """Insert a new deployment after ``check`` (which raises to refuse) has seen what the
+        user holds, in one write transaction: two servers launching at the same moment cannot
+        both slip under a limit."""
         doc = json.dumps(asdict(deployment))
         with self._locked() as db, self._transaction(db):
-            live = [d for d in (self._parse(i, doc_, v) for i, doc_, v in db.execute(
-                "SELECT id, doc, version FROM deployments WHERE state NOT IN "
-                "('stopped', 'failed')")) if d is not None]
-            check(live)
+            check(self._holdings(db, deployment.id))
             db.execute("INSERT INTO deployments (id, model, state, created, doc, version) "
                        "VALUES (?, ?, ?, ?, ?, ?)", (deployment.id, deployment.model,
                                                      deployment.state, deployment.created, doc,
@@ -129,15 +137,12 @@ class Store:
             return cursor.rowcount == 1
 
     def save_within(self, deployment: Deployment, expected: int,
-                    check: Callable[[list[Deployment]], None]) -> bool:
-        """``save`` after ``check`` (which raises to refuse) has seen every other live deployment
-        of the user, in one write transaction (adding replicas within the site's limits)."""
+                    check: Callable[["Holdings"], None]) -> bool:
+        """``save`` after ``check`` (which raises to refuse) has seen what else the user holds,
+        in one write transaction (adding replicas within the site's limits)."""
         doc = json.dumps(asdict(deployment))
         with self._locked() as db, self._transaction(db):
-            others = [d for d in (self._parse(i, doc_, v) for i, doc_, v in db.execute(
-                "SELECT id, doc, version FROM deployments WHERE state NOT IN "
-                "('stopped', 'failed') AND id != ?", (deployment.id,))) if d is not None]
-            check(others)
+            check(self._holdings(db, deployment.id))
             cursor = db.execute(
                 "UPDATE deployments SET state = ?, doc = ?, version = ? "
                 "WHERE id = ? AND version = ?",
@@ -180,21 +185,23 @@ class Store:
     # -- batches and files: JSON documents with versions (batches.py) -----------------------
 
     def insert_doc(self, table: str, doc_id: str, created: float, doc: dict,
-                   check: Optional[Callable[[list[dict]], None]] = None) -> None:
-        """Insert a new document after ``check`` (which raises to refuse) has seen every other
-        one of the table, in one write transaction (limits that hold across servers)."""
+                   check: Optional[Callable[["Holdings"], None]] = None) -> None:
+        """Insert a new document after ``check`` (which raises to refuse) has seen what the
+        user holds, in one write transaction (limits that hold across servers)."""
         text = json.dumps(doc)
         with self._locked() as db, self._transaction(db):
             if check is not None:
-                check([d for d in (self._parse_doc(table, i, t) for i, t, _ in db.execute(
-                    f"SELECT id, doc, version FROM {_table(table)}")) if d is not None])
+                check(self._holdings(db, batch_id=doc_id))
             db.execute(f"INSERT INTO {_table(table)} (id, created, version, doc) "
                        "VALUES (?, ?, 1, ?)", (doc_id, created, text))
 
-    def save_doc(self, table: str, doc_id: str, doc: dict, expected: int) -> bool:
+    def save_doc(self, table: str, doc_id: str, doc: dict, expected: int,
+                 check: Optional[Callable[["Holdings"], None]] = None) -> bool:
         """Write a document as version ``expected + 1``; False when another writer got there
-        first (or it is gone)."""
-        with self._locked() as db:
+        first (or it is gone). ``check`` as for ``insert_doc``."""
+        with self._locked() as db, self._transaction(db):
+            if check is not None:
+                check(self._holdings(db, batch_id=doc_id))
             cursor = db.execute(f"UPDATE {_table(table)} SET doc = ?, version = ? "
                                 "WHERE id = ? AND version = ?",
                                 (json.dumps(doc), expected + 1, doc_id, expected))
@@ -259,6 +266,14 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What one user holds, read inside the write transaction that would add to it."""
+
+    deployments: list[Deployment]   # the live ones
+    batches: list[dict]             # every batch's document, live or not
 
 
 class _Transaction:

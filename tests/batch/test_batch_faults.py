@@ -17,17 +17,19 @@ import pytest
 
 from jupyter_osire_llm.batches import BatchService
 from jupyter_osire_llm.catalog import load_catalog
-from jupyter_osire_llm.errors import (RequestError, SchedulerTimeout, SchedulerUnavailable,
+from jupyter_osire_llm.errors import (LimitExceeded, RequestError, SchedulerTimeout, SchedulerUnavailable,
                                       StoreError, SubmitRejected)
 from jupyter_osire_llm.monitor import Monitor
 from jupyter_osire_llm.schedulers.base import Job, JobInfo
 from jupyter_osire_llm.schedulers.local import LocalScheduler
 from jupyter_osire_llm.schedulers.slurm import SlurmCLI
+from jupyter_osire_llm.spec import SiteLimits
 from jupyter_osire_llm.store import Store
 from lifecycle_catalog import write_catalog
 from service_factory import cycles_until, make_service
 
 CHAT = "/v1/chat/completions"
+GPU = {"gpus": 1}
 
 
 def _jsonl(model: str, count: int, max_tokens: int = 2) -> bytes:
@@ -182,6 +184,62 @@ def test_too_many_batches_are_refused_before_submitting(tmp_path):
         await setup.monitor.stop()
     asyncio.run(scenario())
     assert len(setup.batches.all()) == 1
+
+
+def test_batches_and_deployments_count_against_one_gpu_limit(tmp_path):
+    """OsireLLM.max_total_gpus holds whichever way the GPUs are taken: a batch, a launch, a
+    resume. Each refusal names the limit and submits nothing."""
+    scheduler = LocalScheduler(tmp_path / "local", gpus=2)
+    setup = Setup(tmp_path, scheduler)
+    setup.service.limits = setup.batches.limits = SiteLimits(max_total_gpus=1)
+    jobs = lambda: sorted(p.name for p in (tmp_path / "local").glob("*") if p.is_dir())
+
+    async def scenario() -> None:
+        batch = await setup.create("fake-slow-tokens", 20, resources=GPU)   # holds 1 GPU
+        before = jobs()
+        with pytest.raises(LimitExceeded) as err:
+            await setup.service.launch("fake-gpu")
+        assert err.value.field == "max_total_gpus" and "1 in use" in err.value.message
+        assert setup.service.all() == [] and jobs() == before
+        await setup.batches.cancel(batch.id)
+        await setup.until(batch.id, lambda b: b.status == "cancelled")
+        deployment = await setup.service.launch("fake-gpu")          # the GPU is free again
+        before = jobs()
+        with pytest.raises(LimitExceeded) as err:
+            await setup.create(resources=GPU)
+        assert err.value.field == "max_total_gpus"
+        with pytest.raises(LimitExceeded):
+            await setup.batches.resume(batch.id)
+        assert setup.batches.get(batch.id).status == "cancelled"
+        assert [b.id for b in setup.batches.all()] == [batch.id] and jobs() == before
+        await setup.service.stop(deployment.id)
+        await cycles_until(setup.monitor, lambda: not setup.service.get(deployment.id).live)
+        resumed = await setup.batches.resume(batch.id)               # and free once more
+        assert resumed.status in ("queued", "in_progress")
+        await setup.batches.cancel(batch.id)
+        await setup.until(batch.id, lambda b: b.status == "cancelled")
+        await setup.monitor.stop()
+    asyncio.run(scenario())
+
+
+def test_a_resume_counts_against_max_batches(tmp_path):
+    setup = Setup(tmp_path, LocalScheduler(tmp_path / "local"))
+    setup.batches.max_batches = 1
+
+    async def scenario() -> None:
+        first = await setup.create("fake-slow-tokens", 20)
+        await setup.batches.cancel(first.id)
+        await setup.until(first.id, lambda b: b.status == "cancelled")
+        second = await setup.create("fake-slow-tokens", 20)
+        with pytest.raises(RequestError) as err:
+            await setup.batches.resume(first.id)
+        assert "max_batches" in err.value.message
+        assert setup.batches.get(first.id).status == "cancelled"
+        assert setup.batches.get(first.id).jobs == first.jobs     # no second job
+        await setup.batches.cancel(second.id)
+        await setup.until(second.id, lambda b: b.status == "cancelled")
+        await setup.monitor.stop()
+    asyncio.run(scenario())
 
 
 def test_an_engine_that_never_starts_fails_the_batch_with_its_log(scheduler, tmp_path):
