@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -17,7 +18,7 @@ from .catalog import Catalog, load_catalog
 from .context import OsireContext
 from .deployments import DeploymentService
 from .errors import ConfigError, RequestError
-from .handlers import default_handlers
+from .handlers import SwitchedOffHandler, default_handlers
 from .monitor import Monitor
 from .policies import Policies, PolicyConfig
 from .proxy import build_proxy
@@ -148,11 +149,25 @@ class OsireLLM(ExtensionApp):
     def _default_db_path(self) -> str:
         return str(Path(jupyter_data_dir()) / "osire" / "state.sqlite")
 
+    #: Why the configuration could not be taken (a bad OsireLLM value), or None. Jupyter Server
+    #: would log a warning and run the extension on its defaults (site limits not in force).
+    config_error: Optional[ConfigError] = None
+
+    def _link_jupyter_server_extension(self, serverapp) -> None:  # type: ignore[no-untyped-def]
+        try:
+            super()._link_jupyter_server_extension(serverapp)
+        except TraitError as exc:
+            self.config_error = config_problem(exc)
+            self.log.error("jupyter-osire-llm is switched off until its configuration is "
+                           "fixed: %s", self.config_error.message)
+
     def initialize_settings(self) -> None:
         logger = logging.getLogger(LOGGER_NAME)
         logger.setLevel(self.log_level_name.upper())
         if not logger.handlers:  # print through Jupyter's handler, in Jupyter's format
             logger.parent = self.log
+        if self.config_error is not None:
+            return
         catalog = self._load_catalog()
         scheduler, why = choose_scheduler(self.scheduler, state_dir=Path(self.job_root).parent /
                                           "local-scheduler", local_gpus=self.local_gpus,
@@ -204,10 +219,16 @@ class OsireLLM(ExtensionApp):
         context.router, context.proxy = build_proxy(self, context.service)
 
     def initialize_handlers(self) -> None:
+        if self.config_error is not None:
+            self.handlers.append((r"/osire/.*", SwitchedOffHandler,
+                                  {"problem": self.config_error}))
+            return
         self.handlers.extend(default_handlers())
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:  # type: ignore[override]
-        context: OsireContext = self.settings["osire"]
+        context: Optional[OsireContext] = self.settings.get("osire")
+        if context is None:   # switched off: a bad configuration
+            return
         context.monitor.start()
         await context.proxy.start()
 
@@ -218,3 +239,13 @@ class OsireLLM(ExtensionApp):
         await context.monitor.stop()
         await context.proxy.close()
         context.service.store.close()
+
+
+def config_problem(exc: TraitError) -> ConfigError:
+    """A TraitError (ours say ``OsireLLM.<name>: ...``; traitlets' own, ``The '<name>' trait of
+    an OsireLLM instance expected ...``) as a ConfigError naming the setting."""
+    found = re.search(r"OsireLLM\.(\w+)|The '(\w+)' trait", str(exc))
+    name = next((g for g in found.groups() if g), None) if found else None
+    return ConfigError(f"the server's configuration is invalid, so jupyter-osire-llm is off: "
+                       f"{exc} (fix c.OsireLLM.{name or '...'} and restart Jupyter)",
+                       field=f"OsireLLM.{name}" if name else None)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from .api import API_HANDLERS
 from .batches import BATCH_HANDLERS
 from .openai import OPENAI_HANDLERS
+from .switched_off import SwitchedOffHandler
+
+__all__ = ["SwitchedOffHandler", "default_handlers"]
 
 
 def default_handlers() -> list[tuple]:

@@ -86,8 +86,8 @@ def api(jp_serverapp, jp_fetch, jp_asyncio_loop) -> Client:
     # pytest-jupyter runs async tests on its own loop and never runs extension start hooks.
     jp_asyncio_loop.run_until_complete(jp_serverapp._post_start())
     yield Client(jp_fetch)
-    ctx = jp_serverapp.web_app.settings["osire"]
-    for d in ctx.service.all():       # never leave jobs behind
+    ctx = jp_serverapp.web_app.settings.get("osire")   # None: switched off by a bad setting
+    for d in ctx.service.all() if ctx else []:           # never leave jobs behind
         if d.live:
             try:
                 jp_asyncio_loop.run_until_complete(ctx.service.stop(d.id))
