@@ -29,4 +29,3 @@ async def test_health_reports_every_problem_and_good_parts_work(api):
     assert "sekrit-key-123" not in str(health)                # no key in the report
     code, catalog = await api.call("GET", "catalog")
     assert [m["name"] for m in catalog["models"]] == ["ok"]
-
