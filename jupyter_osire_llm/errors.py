@@ -14,9 +14,15 @@
     │   ├── SchedulerOutputError   output we cannot parse
     │   ├── SubmitRejected         the scheduler refused the job
     │   └── PermissionDenied       not the caller's job
-    └── UpstreamError          an engine failed us (HTTP 502)
-        ├── ModelNotReady      queued or starting (HTTP 503, Retry-After)
-        └── UpstreamTimeout    (HTTP 504)
+    ├── UpstreamError          an engine failed us (HTTP 502)
+    │   ├── ModelNotReady      queued or starting (HTTP 503, Retry-After)
+    │   └── UpstreamTimeout    (HTTP 504)
+    │   met only by the client (_client.py), never sent by the server:
+    ├── ServerUnreachable      no answer from the Jupyter server (connection refused, DNS, TLS)
+    │   └── ServerNotFound     no server to talk to was found at all
+    ├── AuthenticationFailed   the server refused the token (HTTP 401/403 from Jupyter)
+    ├── WaitTimeout            a wait ran past its timeout (the deployment keeps going)
+    └── DeploymentFailed       the deployment failed or was stopped while we waited
 
 Errors from libraries underneath are translated where they enter (``raise ... from exc``);
 handlers map this tree to HTTP statuses in one place (``handlers/base.py``).
@@ -128,3 +134,41 @@ class ModelNotReady(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
+
+
+# -- met only by the client ---------------------------------------------------------------
+
+class ServerUnreachable(OsireError):
+    status = 0
+    type = "connection_error"
+    code = "server_unreachable"
+
+
+class ServerNotFound(ServerUnreachable):
+    code = "server_not_found"
+
+
+class AuthenticationFailed(OsireError):
+    status = 403
+    type = "authentication_error"
+    code = "authentication_failed"
+
+
+class WaitTimeout(OsireError):
+    type = "timeout"
+    code = "wait_timeout"
+
+    def __init__(self, message: str, *, deployment: Optional[dict[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.deployment = deployment or {}
+
+
+class DeploymentFailed(OsireError):
+    type = "deployment_error"
+    code = "deployment_failed"
+
+    def __init__(self, message: str, *, deployment: Optional[dict[str, Any]] = None,
+                 log_tail: str = "") -> None:
+        super().__init__(message)
+        self.deployment = deployment or {}
+        self.log_tail = log_tail

@@ -11,8 +11,9 @@ import time
 import pytest
 
 from jupyter_osire_llm import errors
-from jupyter_osire_llm._client import (AuthenticationFailed, Server, ServerNotFound,
-                                       _error_from_response, describe, discover)
+from jupyter_osire_llm._client import (AuthenticationFailed, Server, ServerNotFound, describe,
+                                       discover)
+from jupyter_osire_llm._http import error_from_response
 from jupyter_osire_llm.cli import _new_lines
 
 
@@ -142,12 +143,12 @@ def test_server_errors_become_the_projects_exceptions():
              (404, b"<html>not found</html>", errors.NotFound),
              (400, body("whatever-new"), errors.RequestError)]
     for status, raw, cls in cases:
-        exc = _error_from_response(status, raw, "http://h/osire/api/x", server)
+        exc = error_from_response(status, raw, "http://h/osire/api/x", server)
         assert type(exc) is cls, (status, raw)
         assert exc.status == status and "SECRET" not in exc.message
-    assert _error_from_response(400, body("limit_exceeded", param="resources.gpus"), "u",
+    assert error_from_response(400, body("limit_exceeded", param="resources.gpus"), "u",
                                 server).field == "resources.gpus"
-    assert "enabled" in _error_from_response(404, b"", "u", server).message
+    assert "enabled" in error_from_response(404, b"", "u", server).message
 
 
 def test_progress_lines():
