@@ -23,6 +23,10 @@ ENGINE_KINDS = ("vllm", "openai")   # vllm: derive vLLM args; openai: any OpenAI
 #: /health and hang on the first request), or on /health alone (embedding-only engines).
 READINESS = ("completion", "health")
 _FLAG = re.compile(r"--?[A-Za-z0-9][A-Za-z0-9_-]{0,63}", re.ASCII)
+#: The flags that give an engine its model, the name it answers to, and where it listens (vLLM's
+#: and SGLang's spelling; llama.cpp's llama-server: -m, --alias, --host, --port).
+ARG_FLAGS = {"model_flag": "--model", "name_flag": "--served-model-name", "host_flag": "--host",
+             "port_flag": "--port"}
 #: How vLLM takes its key and its certificate (uvicorn's flags).
 VLLM_DEFAULTS = {"key_env": "VLLM_API_KEY", "tls_cert_flag": "--ssl-certfile",
                  "tls_key_flag": "--ssl-keyfile"}
@@ -43,6 +47,16 @@ class Engine:
     tls_key_flag: str = ""
     insecure: bool = False             # the admin accepts an engine without key or TLS
     readiness: str = "completion"      # see READINESS
+    model_flag: str = "--model"        # "": the model path is the first argument
+    name_flag: str = "--served-model-name"   # "": the engine answers to any model name
+    host_flag: str = "--host"
+    port_flag: str = "--port"
+
+    @property
+    def reserved_flags(self) -> set[str]:
+        """Flags the job sets itself; ``engine_args`` may not set them again."""
+        return {f for f in (self.model_flag, self.name_flag, self.host_flag, self.port_flag)
+                if f}
 
     @property
     def weaknesses(self) -> list[str]:
@@ -165,7 +179,7 @@ def _parse_engine(name: str, spec: Any) -> Engine:
         raise ValueError("must be a mapping with at least 'command'")
     _no_unknown(spec, {"command", "kind", "setup", "env", "template", "guard", "key_env",
                        "key_file_flag", "tls_cert_flag", "tls_key_flag", "insecure",
-                       "readiness"})
+                       "readiness", *ARG_FLAGS})
     command = spec.get("command")
     if not isinstance(command, str) or not command.strip() or "\n" in command:
         raise ValueError("'command' must be one line of shell words")
@@ -178,11 +192,16 @@ def _parse_engine(name: str, spec: Any) -> Engine:
     defaults = VLLM_DEFAULTS if kind == "vllm" else {}
     protection = {name: _flag_or_name(spec, name, defaults.get(name, "")) for name in
                   ("key_env", "key_file_flag", "tls_cert_flag", "tls_key_flag")}
+    arguments = {flag: _flag_or_name(spec, flag, default) for flag, default in ARG_FLAGS.items()}
+    for needed in ("host_flag", "port_flag"):
+        if not arguments[needed]:
+            raise ValueError(f"'{needed}' cannot be empty: the job must tell the engine where "
+                             "to listen")
     engine = Engine(name=name, command=command.strip(), kind=kind, setup=_text(spec, "setup"),
                     env=_env(spec.get("env")), template=str(spec.get("template", "engine.sh.j2")),
                     guard=bool(spec.get("guard", kind == "vllm")),
                     insecure=spec.get("insecure", False) is True, readiness=readiness,
-                    **protection)
+                    **protection, **arguments)
     if bool(engine.tls_cert_flag) != bool(engine.tls_key_flag):
         raise ValueError("'tls_cert_flag' and 'tls_key_flag' go together")
     if engine.weaknesses and not engine.insecure:

@@ -28,27 +28,29 @@ def template_dirs(site_dir: Optional[str]) -> list[Path]:
 
 
 def engine_argv(entry: ModelEntry, resources: Resources, bind_host: str) -> list[str]:
-    """The engine's arguments, all but ``--port`` (picked on the node at run time).
+    """The engine's arguments, all but the port (picked on the node at run time).
 
     Derived from the resources unless the catalog sets them: vLLM's tensor parallel size from
-    the GPU count; host and served model name always.
+    the GPU count. The model, the name it answers to and the host always come from us, under
+    the flags the engine's catalog entry names; ``engine_args`` cannot set those again.
     """
+    engine = entry.engine
     args: dict[str, Any] = {}
-    if entry.engine.kind == "vllm" and resources.gpus > 1:
+    if engine.kind == "vllm" and resources.gpus > 1:
         args["tensor-parallel-size"] = resources.gpus
     args.update(entry.engine_args)
-    args.pop("port", None)
-    args["host"] = bind_host
-    args["served-model-name"] = entry.name
-    argv = ["--model", entry.model]
-    if entry.engine.guard:
+    argv = [engine.model_flag, entry.model] if engine.model_flag else [entry.model]
+    if engine.guard:
         argv += ["--middleware", GUARD_MIDDLEWARE]
     for flag, value in args.items():
-        if value is None or value is False:
+        if value is None or value is False or f"--{flag}" in engine.reserved_flags:
             continue
         argv.append(f"--{flag}")
         if value is not True:
             argv.append(str(value))
+    argv += [engine.host_flag, bind_host]
+    if engine.name_flag:
+        argv += [engine.name_flag, entry.name]
     return argv
 
 
@@ -83,7 +85,8 @@ class ScriptRenderer:
             command=entry.engine.command,
             engine_args=engine_argv(entry, resources, ctx.bind_host),
             key_env=entry.engine.key_env, key_file_flag=entry.engine.key_file_flag,
-            tls_cert_flag=entry.engine.tls_cert_flag, tls_key_flag=entry.engine.tls_key_flag)
+            tls_cert_flag=entry.engine.tls_cert_flag, tls_key_flag=entry.engine.tls_key_flag,
+            port_flag=entry.engine.port_flag)
 
     def render_batch(self, entry: ModelEntry, resources: Resources, batch_id: str,
                      job_dir: Path, concurrency: int) -> str:
@@ -99,5 +102,5 @@ class ScriptRenderer:
             command=entry.engine.command,
             engine_args=engine_argv(entry, resources, "127.0.0.1"),
             key_env=entry.engine.key_env, key_file_flag=entry.engine.key_file_flag,
-            concurrency=concurrency)
+            port_flag=entry.engine.port_flag, concurrency=concurrency)
 

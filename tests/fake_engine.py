@@ -76,8 +76,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--model", default="fake-model")
-    p.add_argument("--served-model-name", nargs="+", default=None)
+    # llama.cpp's llama-server spellings too (-m, --alias, --api-key-file, --ssl-cert-file ...)
+    p.add_argument("--model", "-m", default="fake-model")
+    p.add_argument("--served-model-name", "--alias", nargs="+", default=None)
+    p.add_argument("--api-key-file", default=None)
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--startup-delay", type=float, default=float(_env("OSIRE_FAKE_STARTUP_DELAY", 0)))
     p.add_argument("--exit-at-start", type=int, default=None if _env("OSIRE_FAKE_EXIT_AT_START") is None
@@ -89,8 +91,8 @@ def parse_args(argv=None):
     p.add_argument("--unhealthy-file", default=_env("OSIRE_FAKE_UNHEALTHY_FILE"))
     p.add_argument("--no-auth", action="store_true", default=_env("OSIRE_FAKE_NO_AUTH", "0") not in ("0", "false"))
     p.add_argument("--default-tokens", type=int, default=int(_env("OSIRE_FAKE_DEFAULT_TOKENS", 16)))
-    p.add_argument("--ssl-certfile", default=None)
-    p.add_argument("--ssl-keyfile", default=None)
+    p.add_argument("--ssl-certfile", "--ssl-cert-file", default=None)
+    p.add_argument("--ssl-keyfile", "--ssl-key-file", default=None)
     args, _unknown = p.parse_known_args(argv)  # vLLM-style engine arguments are accepted and ignored
     if not args.served_model_name:
         args.served_model_name = [args.model]
@@ -103,7 +105,8 @@ class FakeEngine:
         self.names = list(args.served_model_name)
         self.started = time.monotonic()
         self.ready_at = self.started + max(args.startup_delay, 0.0)
-        key = _env("VLLM_API_KEY", "").strip()
+        key = (open(args.api_key_file).read() if args.api_key_file
+               else _env("VLLM_API_KEY", "")).strip()
         self.expected = ("Bearer " + key).encode() if key else None
         self.stats = {"requests": 0, "in_flight": 0, "streams_started": 0,
                       "streams_completed": 0, "streams_cancelled": 0}

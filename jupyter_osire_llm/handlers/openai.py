@@ -126,7 +126,8 @@ class OpenAIHandler(_RelayHandler):
         model = ((payload or {}).get("model") or _form_field(content_type, body, "model")
                  or self.get_query_argument("model", None))
         if not isinstance(model, str) or not model:
-            raise RequestError("no model given: put 'model' in the JSON body or the query",
+            raise RequestError("no model given: put 'model' in the JSON body (sent as "
+                               "Content-Type: application/json) or the query",
                                field="model")
         if self.osire.policies is not None:   # launch on demand, if the site allows it
             await self.osire.policies.before_request(model)

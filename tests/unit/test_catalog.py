@@ -121,3 +121,13 @@ def test_vllm_engines_take_their_key_from_the_environment_and_serve_tls_by_defau
 def test_protection_fields_are_validated(field, value):
     catalog = _engine_catalog(**{field: value}, insecure=True)
     assert "m" not in catalog.models and field in catalog.problems[0]
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("model_flag", "-m x", "not a valid command-line flag"),
+    ("name_flag", "$(id)", "not a valid command-line flag"),
+    ("host_flag", "", "cannot be empty"), ("port_flag", None, "cannot be empty")])
+def test_argument_flags_are_validated(field, value, says):
+    catalog = _engine_catalog(**{field: value}, insecure=True)
+    assert "m" not in catalog.models
+    assert field in catalog.problems[0] and says in catalog.problems[0], catalog.problems

@@ -54,6 +54,37 @@ def test_catalog_engine_args_win_over_derived_ones_but_not_host_or_name():
     assert "--port" not in argv and "--enforce-eager" in argv and "--trust" not in argv
 
 
+LLAMA_CPP = {"command": "llama-server", "kind": "openai", "model_flag": "-m",
+             "name_flag": "--alias", "key_file_flag": "--api-key-file",
+             "tls_cert_flag": "--ssl-cert-file", "tls_key_flag": "--ssl-key-file"}
+
+
+def llama_cpp_entry(**engine):
+    catalog = parse_catalog({"engines": {"llama": {**LLAMA_CPP, **engine}}, "models": [
+        {"name": "mistral", "model": "/m.gguf", "engine": "llama",
+         "engine_args": {"ctx-size": 8192, "alias": "x", "host": "1.2.3.4"}}]})
+    assert not catalog.problems, catalog.problems
+    return catalog.get("mistral")
+
+
+def test_an_engine_with_other_flag_names_gets_them():
+    argv = engine_argv(llama_cpp_entry(), Resources(gpus=2), "0.0.0.0")
+    assert argv == ["-m", "/m.gguf", "--ctx-size", "8192", "--host", "0.0.0.0",
+                    "--alias", "mistral"]
+    script = render(llama_cpp_entry())
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+    assert '--port "$PORT" &' in script
+    positional = engine_argv(llama_cpp_entry(model_flag="", name_flag=""), Resources(), "h")
+    assert positional == ["/m.gguf", "--ctx-size", "8192", "--alias", "x", "--host", "h"]
+
+
+def test_the_port_flag_reaches_both_job_scripts():
+    e = llama_cpp_entry(port_flag="--listen")
+    assert '--listen "$PORT" &' in render(e)
+    batch = ScriptRenderer().render_batch(e, Resources(), "batch_1", Path("/jobs/b"), 4)
+    assert '--listen "$PORT" &' in batch and '--port "$PORT"' not in batch
+
+
 def test_script_is_valid_bash_and_carries_no_key_and_no_sbatch_lines():
     script = render(entry(env={"HF_HOME": "/scratch/hf"}, setup="module load cuda"))
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
