@@ -128,20 +128,27 @@ class OsireClient:
         return self.create_batch(upload["id"], spec.endpoint, resources=spec.resources,
                                  metadata=spec.metadata)
 
-    def batch_target(self, target: str, *, cancel: bool = False,
-                     resume: bool = False) -> tuple[dict[str, Any], Any]:
-        """What ``batch SPEC|BATCH_ID [--cancel|--resume]`` names: a spec file run, or a batch
-        followed, cancelled or resumed; the batch and where its results go (a spec's output)."""
+    def delete_batch(self, batch_id: str) -> dict[str, Any]:
+        """Forget an ended batch and remove its results (ours; OpenAI has no such route)."""
+        return self._v1("DELETE", f"batches/{_quote(batch_id)}")
+
+    def batch_target(self, target: str, *, cancel: bool = False, resume: bool = False,
+                     delete: bool = False) -> tuple[dict[str, Any], Any]:
+        """What ``batch SPEC|BATCH_ID [--cancel|--resume|--delete]`` names: a spec file run, or
+        a batch followed, cancelled, resumed or deleted; the batch (or the deletion) and where
+        its results go (a spec's output)."""
         if target.startswith("batch_"):
+            if delete:
+                return self.delete_batch(target), None
             b = self.batch(target)
             if cancel:
                 b = self.cancel_batch(b["id"])
             elif resume:
                 b = self.resume_batch(b["id"])
             return b, None
-        if cancel or resume:
-            raise errors.RequestError("--cancel and --resume take a batch id (batch_...)",
-                                      field="target")
+        if cancel or resume or delete:
+            raise errors.RequestError("--cancel, --resume and --delete take a batch id "
+                                      "(batch_...)", field="target")
         from .batch_spec import load_spec
         spec = load_spec(Path(target))
         return self.submit_spec(spec), spec.output

@@ -253,6 +253,25 @@ class BatchService:
             await self._send_cancel(batch)
         return self.get(batch_id)
 
+    async def delete(self, batch_id: str) -> dict[str, Any]:
+        """Forget an ended batch and remove its folder: answers, errors, log (its input file is
+        a file of its own and stays)."""
+        batch = self.get(batch_id)
+        if batch.live:
+            raise Conflict(f"batch {batch_id} is {batch.status}: cancel it first",
+                           field="batch_id")
+        if not await asyncio.to_thread(self.store.delete_doc, "batches", batch_id,
+                                       batch.version):
+            await self.refresh()
+            raise Conflict(f"batch {batch_id} was changed by another server (resumed?); look "
+                           "again", field="batch_id")
+        self._batches.pop(batch_id, None)
+        folder = Path(batch.folder)   # <job_root>/batches/<id>, whichever server made it
+        if folder.name == batch_id and folder.parent.name == self.batch_root.name:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+        self.changed.set()
+        return {"id": batch_id, "object": "batch.deleted", "deleted": True}
+
     async def resume(self, batch_id: str) -> Batch:
         """Submit a failed, expired or cancelled batch again for the requests it has not
         answered; its results so far stay."""

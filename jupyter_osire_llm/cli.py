@@ -10,7 +10,7 @@
     jupyter osire batch SPEC.yaml [--no-wait] [--timeout S]
                                                run a batch (see batch_spec.py); results to its
                                                output file when it ends
-    jupyter osire batch BATCH_ID [--cancel | --resume] [--no-wait]
+    jupyter osire batch BATCH_ID [--cancel | --resume | --delete] [--no-wait]
     jupyter osire batches                      your batches and their progress
     jupyter osire url                          the OpenAI base URL (never the token)
     jupyter osire status                       the extension's health
@@ -119,12 +119,15 @@ def parser() -> argparse.ArgumentParser:
     wait.add_argument("ref", metavar="ID|MODEL")
     wait.add_argument("--timeout", type=float, help="give up after S seconds (exit 6)")
     batch = sub.add_parser("batch", parents=[common],
-                           help="run a YAML batch spec, or follow, cancel or resume a batch")
+                           help="run a YAML batch spec, or follow, cancel, resume or delete a "
+                           "batch")
     batch.add_argument("target", metavar="SPEC|BATCH_ID")
     action = batch.add_mutually_exclusive_group()
     action.add_argument("--cancel", action="store_true", help="cancel the batch")
     action.add_argument("--resume", action="store_true",
                         help="run a failed, expired or cancelled batch's remaining requests")
+    action.add_argument("--delete", action="store_true",
+                        help="forget an ended batch and remove its results")
     batch.add_argument("--no-wait", action="store_true", help="do not wait for it to end")
     batch.add_argument("--timeout", type=float, help="give up waiting after S seconds (exit 6)")
     sub.add_parser("batches", parents=[common], help="your batches and their progress")
@@ -309,7 +312,12 @@ def _wait(api: OsireClient, ref: str, args: argparse.Namespace, out: TextIO,
 
 def _batch(api: OsireClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run a spec, or act on a batch by id; waits (with progress) unless --no-wait."""
-    b, output = api.batch_target(args.target, cancel=args.cancel, resume=args.resume)
+    b, output = api.batch_target(args.target, cancel=args.cancel, resume=args.resume,
+                                 delete=args.delete)
+    if args.delete:
+        out.write(json.dumps(b, indent=2) + "\n" if args.json else
+                  f"deleted {b['id']} and its results\n")
+        return OK
     if args.no_wait or args.cancel:
         out.write((json.dumps(b, indent=2) if args.json else describe_batch(b)) + "\n")
         return OK

@@ -10,7 +10,7 @@
     %osire wait ID|MODEL [--timeout S]
     %osire url                         the OpenAI base URL (use client() for a ready client)
     %osire batch SPEC.yaml [--no-wait]  run a batch; progress here, results to its output file
-    %osire batch BATCH_ID [--cancel | --resume] [--no-wait]
+    %osire batch BATCH_ID [--cancel | --resume | --delete] [--no-wait]
     %osire batches                     your batches and their progress
 
     %%osire chat MODEL [--max-tokens N] [--temperature T] [--system TEXT] [--continue] [--out NAME]
@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     action = batch.add_mutually_exclusive_group()
     action.add_argument("--cancel", action="store_true")
     action.add_argument("--resume", action="store_true")
+    action.add_argument("--delete", action="store_true")
     batch.add_argument("--no-wait", action="store_true")
     batch.add_argument("--timeout", type=float)
     sub.add_parser("batches", help="your batches and their progress")
@@ -186,9 +187,13 @@ class OsireMagics(Magics):
                                                   rows) if rows else "<p>no batches</p>")
 
     def _batch(self, args: argparse.Namespace) -> None:
-        """A spec (a path) is uploaded and run; a batch id is followed, cancelled or resumed.
-        The batch's record is kept in ``_osire_batch``."""
-        b, output = self.api.batch_target(args.target, cancel=args.cancel, resume=args.resume)
+        """A spec (a path) is uploaded and run; a batch id is followed, cancelled, resumed or
+        deleted. The batch's record is kept in ``_osire_batch``."""
+        b, output = self.api.batch_target(args.target, cancel=args.cancel, resume=args.resume,
+                                          delete=args.delete)
+        if args.delete:
+            print(f"deleted {b['id']} and its results")
+            return
         self._user_ns[BATCH_VARIABLE] = b
         if args.no_wait or args.cancel:
             print(describe_batch(b))

@@ -222,9 +222,14 @@ class Store:
         with self._locked() as db:
             return dict(db.execute(f"SELECT id, version FROM {_table(table)}").fetchall())
 
-    def delete_doc(self, table: str, doc_id: str) -> None:
+    def delete_doc(self, table: str, doc_id: str, expected: Optional[int] = None) -> bool:
+        """Remove a document (only at version ``expected``, if given); False when it had moved
+        on or was gone."""
+        query, args = f"DELETE FROM {_table(table)} WHERE id = ?", (doc_id,)
+        if expected is not None:
+            query, args = query + " AND version = ?", (doc_id, expected)
         with self._locked() as db:
-            db.execute(f"DELETE FROM {_table(table)} WHERE id = ?", (doc_id,))
+            return db.execute(query, args).rowcount == 1
 
     def _parse_doc(self, table: str, doc_id: str, text: str) -> Optional[dict]:
         try:

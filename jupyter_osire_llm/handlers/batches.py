@@ -82,8 +82,8 @@ class BatchesHandler(_BatchHandler):
 
 
 class BatchHandler(_BatchHandler):
-    """GET /osire/v1/batches/<id>; POST .../cancel; POST .../resume (ours: the rest of a failed,
-    expired or cancelled batch)."""
+    """GET /osire/v1/batches/<id>; POST .../cancel; ours: POST .../resume (the rest of a failed,
+    expired or cancelled batch) and DELETE (an ended batch, with its results)."""
 
     @web.authenticated
     async def get(self, batch_id: str) -> None:
@@ -91,9 +91,17 @@ class BatchHandler(_BatchHandler):
 
     @web.authenticated
     async def post(self, batch_id: str, action: Optional[str] = None) -> None:
+        if action is None:
+            raise web.HTTPError(405)
         batch = await (self.batches.cancel(batch_id) if action == "cancel"
                        else self.batches.resume(batch_id))
         self.write_json(await self.batches.view(batch))
+
+    @web.authenticated
+    async def delete(self, batch_id: str, action: Optional[str] = None) -> None:
+        if action is not None:
+            raise web.HTTPError(405)
+        self.write_json(await self.batches.delete(batch_id))
 
 
 def _limit(value: Optional[str]) -> int:

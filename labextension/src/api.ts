@@ -131,6 +131,11 @@ export class OsireApi {
     });
   }
 
+  /** Forget an ended batch and delete its results (ours: `DELETE <base>/osire/v1/batches/<id>`). */
+  deleteBatch(id: string): Promise<{ id: string; deleted: boolean }> {
+    return this._request(`v1/batches/${encodeURIComponent(id)}`, { method: 'DELETE' });
+  }
+
   /** A file's bytes (`GET <base>/osire/v1/files/<id>/content`), e.g. a batch's results. */
   async fileContent(fileId: string): Promise<Blob> {
     const url = URLExt.join(

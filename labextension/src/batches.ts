@@ -143,6 +143,8 @@ export interface IBatchActions {
   results: boolean;
   /** The requests the engine refused can be downloaded. */
   errors: boolean;
+  /** The batch has ended: it can be removed with its results. */
+  remove: boolean;
 }
 
 /** Which buttons a batch gets; `pending` while a cancel or resume of it is in flight. */
@@ -151,7 +153,8 @@ export function batchActions(b: IBatch, pending = false): IBatchActions {
     cancel: !pending && isLiveBatch(b) && b.status !== 'cancelling',
     resume: !pending && !isLiveBatch(b) && Boolean(b.osire?.resumable),
     results: Boolean(b.output_file_id),
-    errors: Boolean(b.error_file_id)
+    errors: Boolean(b.error_file_id),
+    remove: !pending && !isLiveBatch(b)
   };
 }
 

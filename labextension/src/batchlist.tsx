@@ -1,10 +1,12 @@
 /**
  * The sidebar's "Batches" section: the user's offline batches (`/osire/v1/batches`), newest
  * first, each with its status, a progress bar (done/total, failed), Slurm's reason while it
- * waits or why it ended, and Cancel, Resume and Download. Shown only when there are batches (or
+ * waits or why it ended, and Cancel, Resume, Download and Remove (asked first: the results go
+ * with it). Shown only when there are batches (or
  * listing them failed: the error stays in this section; the deployments above are unaffected).
  * The words and figures come from batches.ts.
  */
+import { Dialog, showDialog } from '@jupyterlab/apputils';
 import * as React from 'react';
 
 import { IBatch, OsireApi } from './api';
@@ -77,6 +79,21 @@ function BatchItem(props: { batch: IBatch; model: OsireModel }): JSX.Element {
     }
   };
 
+  const remove = async (): Promise<void> => {
+    const answer = await showDialog({
+      title: 'Remove this batch?',
+      body:
+        `The ${b.model} batch ${b.id} and its results (answers, errors, log) are deleted ` +
+        'on the server. Download what you want to keep first. Its input file stays.',
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Remove' })]
+    });
+    if (answer.button.accept) {
+      setBusy('remove');
+      await model.removeBatch(b.id); // gone from the list, or a notification says why not
+      setBusy(null);
+    }
+  };
+
   return (
     <li
       className={`jp-OsireSidebar-card jp-OsireBatch jp-mod-${b.status}`}
@@ -105,7 +122,8 @@ function BatchItem(props: { batch: IBatch; model: OsireModel }): JSX.Element {
           {error}
         </p>
       )}
-      {(actions.cancel || actions.resume || actions.results || actions.errors || pending) && (
+      {(actions.cancel || actions.resume || actions.results || actions.errors || actions.remove ||
+        pending) && (
         <div className="jp-OsireSidebar-actions">
           {actions.results && (
             <button
@@ -153,6 +171,18 @@ function BatchItem(props: { batch: IBatch; model: OsireModel }): JSX.Element {
               onClick={() => void model.resumeBatch(b.id)}
             >
               {pending ? 'Resuming…' : 'Resume'}
+            </button>
+          )}
+          {actions.remove && (
+            <button
+              type="button"
+              className="jp-OsireSidebar-button jp-OsireBatch-remove"
+              aria-label={`Remove the ${b.model} batch and its results`}
+              title="Delete this batch and its results on the server (asks first)"
+              disabled={busy !== null}
+              onClick={() => void remove()}
+            >
+              {busy === 'remove' ? 'Removing…' : 'Remove'}
             </button>
           )}
         </div>

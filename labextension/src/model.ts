@@ -301,13 +301,22 @@ export class OsireModel {
     return this._batchAction(id, 'Resume', () => this.api.resumeBatch(id));
   }
 
+  /** Remove an ended batch with its results (the caller has asked the user and shows its own
+   * progress: `batchPending` means a cancel or resume). */
+  removeBatch(id: string): Promise<void> {
+    return this._batchAction(id, 'Remove', () => this.api.deleteBatch(id), false);
+  }
+
   private async _batchAction(
     id: string,
     what: string,
-    action: () => Promise<IBatch>
+    action: () => Promise<unknown>,
+    pending = true
   ): Promise<void> {
-    this.batchPending.add(id);
-    this._emit();
+    if (pending) {
+      this.batchPending.add(id);
+      this._emit();
+    }
     try {
       await action();
     } catch (error) {

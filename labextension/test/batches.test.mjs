@@ -109,19 +109,22 @@ test('labels and live statuses', () => {
   }
 });
 
-test('actions: Cancel while live, Resume when resumable, downloads when there are files', () => {
+test('actions: Cancel while live, Resume when resumable, downloads when there are files, Remove once ended', () => {
   const running = b.batchActions(batch('in_progress'));
-  assert.deepEqual(running, { cancel: true, resume: false, results: false, errors: false });
+  assert.deepEqual(running, { cancel: true, resume: false, results: false, errors: false, remove: false });
   assert.equal(b.batchActions(batch('in_progress'), true).cancel, false, 'a cancel in flight');
   assert.equal(b.batchActions(batch('cancelling')).cancel, false);
+  assert.equal(b.batchActions(batch('cancelling')).remove, false, 'not until its job has ended');
   const cancelled = batch('cancelled', { completed: 7 }, { resumable: true },
     { output_file_id: 'file-batch_0123abcd-output' });
   assert.deepEqual(b.batchActions(cancelled),
-    { cancel: false, resume: true, results: true, errors: false });
+    { cancel: false, resume: true, results: true, errors: false, remove: true });
   assert.equal(b.batchActions(cancelled, true).resume, false, 'a resume in flight');
+  assert.equal(b.batchActions(cancelled, true).remove, false, 'nor a removal');
   const done = batch('completed', { completed: 19, failed: 1 }, { resumable: false },
     { output_file_id: 'o', error_file_id: 'e' });
-  assert.deepEqual(b.batchActions(done), { cancel: false, resume: false, results: true, errors: true });
+  assert.deepEqual(b.batchActions(done),
+    { cancel: false, resume: false, results: true, errors: true, remove: true });
 });
 
 test('result file names are safe file names', () => {

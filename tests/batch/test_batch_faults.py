@@ -17,7 +17,7 @@ import pytest
 
 from jupyter_osire_llm.batches import BatchService
 from jupyter_osire_llm.catalog import load_catalog
-from jupyter_osire_llm.errors import (LimitExceeded, RequestError, SchedulerTimeout, SchedulerUnavailable,
+from jupyter_osire_llm.errors import (Conflict, LimitExceeded, RequestError, SchedulerTimeout, SchedulerUnavailable,
                                       StoreError, SubmitRejected)
 from jupyter_osire_llm.monitor import Monitor
 from jupyter_osire_llm.schedulers.base import Job, JobInfo
@@ -296,6 +296,38 @@ def test_two_servers_share_batches(tmp_path):
         assert ended.status == "cancelled"
         await second.monitor.cycle()
         assert second.batches.get(batch.id).status == "cancelled"
+        await first.monitor.stop()
+        await second.monitor.stop()
+    asyncio.run(scenario())
+
+
+def test_a_delete_never_removes_a_batch_another_server_has_resumed(tmp_path):
+    """The second server still sees the batch cancelled while the first has resumed it: its
+    delete is refused (the record moved on) and the running batch keeps its record and folder."""
+    scheduler = LocalScheduler(tmp_path / "local", gpus=2)
+    first = Setup(tmp_path / "a", scheduler, store_path=tmp_path / "shared.sqlite")
+    second = Setup(tmp_path / "b", scheduler, store_path=tmp_path / "shared.sqlite")
+
+    async def scenario() -> None:
+        batch = await first.create("fake-slow-tokens", 30)
+        await first.batches.cancel(batch.id)
+        await first.until(batch.id, lambda b: b.status == "cancelled")
+        await second.batches.refresh()
+        assert second.batches.get(batch.id).status == "cancelled"
+        await first.batches.resume(batch.id)                      # second has not seen it
+        with pytest.raises(Conflict, match="changed by another server"):
+            await second.batches.delete(batch.id)
+        assert second.batches.get(batch.id).live                 # it looked again
+        with pytest.raises(Conflict, match="cancel it first"):
+            await second.batches.delete(batch.id)
+        assert Path(batch.folder).is_dir() and first.batches.get(batch.id).live
+        await first.batches.cancel(batch.id)
+        await first.until(batch.id, lambda b: b.status == "cancelled")
+        await second.batches.refresh()
+        assert (await second.batches.delete(batch.id))["deleted"]
+        assert not Path(batch.folder).exists()
+        await first.batches.refresh()
+        assert first.batches.all() == [] and first.service.store.load_docs("batches") == []
         await first.monitor.stop()
         await second.monitor.stop()
     asyncio.run(scenario())

@@ -176,6 +176,8 @@ def test_cancel_while_running_stops_the_job_and_keeps_what_it_got(server, tmp_pa
     batch = client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT,
                                   completion_window="24h")
     _wait(client, batch.id, lambda b: b.request_counts.completed >= 2)
+    with pytest.raises(openai.ConflictError, match="cancel it first"):   # a live batch stays
+        client.delete(f"/batches/{batch.id}", cast_to=object)
     cancelled = client.batches.cancel(batch.id)
     assert cancelled.status in ("cancelling", "cancelled")
     batch = _wait(client, batch.id, _ended)
@@ -185,6 +187,18 @@ def test_cancel_while_running_stops_the_job_and_keeps_what_it_got(server, tmp_pa
     assert len(_results(client, batch.output_file_id)) == done
     if server.osire["scheduler"] == "slurm":
         assert not _slurm_job_live(batch.model_extra["osire"]["job_id"])
+    # Ended: deleting it removes the record and its results; the input file stays.
+    folder = Path(server.osire["job_root"]) / "batches" / batch.id
+    assert folder.is_dir()
+    assert server.request("POST", f"osire/v1/batches/{batch.id}")[0] == 405   # no action
+    assert client.delete(f"/batches/{batch.id}", cast_to=object) == {
+        "id": batch.id, "object": "batch.deleted", "deleted": True}
+    assert not folder.exists() and client.batches.list().data == []
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve(batch.id)
+    with pytest.raises(openai.NotFoundError):
+        client.files.content(batch.output_file_id)
+    assert client.files.retrieve(upload.id).id == upload.id
 
 
 def test_restart_while_running_loses_no_batch_and_no_result(server, tmp_path):

@@ -252,6 +252,12 @@ def test_batch_spec_runs_with_progress_and_writes_results(server, tmp_path):
     assert again["request_counts"] == {"total": 6, "completed": 6, "failed": 0}
     resume = osire(server, "batch", mine[0]["id"], "--resume")
     assert resume.returncode == 4 and "nothing to resume" in resume.stderr
+    deleted = osire(server, "batch", mine[0]["id"], "--delete")
+    assert deleted.returncode == 0 and f"deleted {mine[0]['id']}" in deleted.stdout
+    assert mine[0]["id"] not in osire(server, "batches").stdout
+    assert (tmp_path / "out" / "answers.jsonl").is_file()      # what was written stays
+    gone = osire(server, "batch", mine[0]["id"], "--delete")
+    assert gone.returncode == 3, gone.stderr                     # not found
 
 
 @pytest.mark.parametrize("text, code, words", [

@@ -239,6 +239,10 @@ def test_batch_magic_shows_progress_and_writes_the_results(tmp_path):
         assert "completed" in outputs(listing, "display_data")[0]["content"]["data"]["text/plain"]
         bad = run_ok(kernel, f"%osire batch {tmp_path / 'missing.yaml'}")
         assert stderr_of(bad).startswith("osire: cannot read the batch spec")
+        deleted = run_ok(kernel, "%osire batch {_osire_batch['id']} --delete")
+        assert stdout_of(deleted).startswith("deleted batch_")
+        empty = run_ok(kernel, "%osire batches")
+        assert "no batches" in outputs(empty, "display_data")[0]["content"]["data"]["text/html"]
     finally:
         if kernel:
             kernel.close()

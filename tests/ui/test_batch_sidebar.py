@@ -12,6 +12,7 @@ import contextlib
 import json
 import re
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -258,3 +259,28 @@ def test_a_listing_error_stays_in_the_batches_section(page: Any) -> None:
     _refresh(page)
     expect(page.locator(".jp-OsireBatches .jp-OsireSidebar-error")).to_have_count(0,
                                                                                   timeout=WAIT_MS)
+
+
+def test_remove_asks_first_then_deletes_the_batch_and_its_results(page: Any, lab: str) -> None:
+    listed = _v1(lab, "batches")["data"]
+    assert len(listed) == 2 and all(b["status"] == "completed" for b in listed), listed
+    oldest, newest = listed[-1], listed[0]
+    item = _item(page, oldest["id"])
+    expect(item).to_be_visible(timeout=WAIT_MS)
+    remove = item.get_by_role("button", name=f"Remove the {MODEL} batch and its results")
+    remove.click()
+    dialog = page.locator(".jp-Dialog")
+    expect(dialog).to_contain_text("Download what you want to keep first", timeout=WAIT_MS)
+    dialog.get_by_role("button", name="Cancel").click()        # changed their mind: kept
+    expect(dialog).to_have_count(0)
+    expect(item).to_be_visible()
+    assert _v1(lab, f"batches/{oldest['id']}")["status"] == "completed"
+    remove.click()
+    dialog.get_by_role("button", name="Remove").click()
+    expect(item).to_have_count(0, timeout=WAIT_MS)
+    expect(page.locator(".jp-OsireBatches .jp-OsireSidebar-sectionTitle")).to_have_text(
+        "Batches (1)")
+    assert [b["id"] for b in _v1(lab, "batches")["data"]] == [newest["id"]]
+    with pytest.raises(urllib.error.HTTPError) as gone:
+        _v1(lab, f"files/{oldest['output_file_id']}/content")
+    assert gone.value.code == 404
