@@ -64,3 +64,11 @@ models:
     resources: {{gpus: 1, time: "00:10:00", cpus: 1}}
 """ + (POLICY_MODELS if policies else ""))
     return path
+
+
+def write_catalog_with(path: Path, engines: str, models: str) -> Path:
+    """The test catalog plus more engines and models (YAML text, indented as in the file)."""
+    catalog = write_catalog(path)
+    catalog.write_text(catalog.read_text().replace("engines:\n", "engines:\n" + engines, 1)
+                       + models)
+    return catalog

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from lifecycle_catalog import FAKE_ENGINE, write_catalog
+from lifecycle_catalog import FAKE_ENGINE, write_catalog_with
 
 
 @pytest.fixture
@@ -18,8 +18,7 @@ def backend() -> str:
 
 @pytest.fixture
 def osire_dirs(tmp_path):
-    catalog = write_catalog(tmp_path / "catalog.yaml")
-    catalog.write_text(catalog.read_text().replace("engines:\n", f"""engines:
+    catalog = write_catalog_with(tmp_path / "catalog.yaml", f"""\
   llama-style:
     command: {sys.executable} {FAKE_ENGINE}
     kind: openai
@@ -28,7 +27,7 @@ def osire_dirs(tmp_path):
     key_file_flag: --api-key-file
     tls_cert_flag: --ssl-cert-file
     tls_key_flag: --ssl-key-file
-""", 1) + """
+""", """
   - name: fake-llama
     model: /models/fake.gguf
     engine: llama-style

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from lifecycle_catalog import FAKE_ENGINE, write_catalog
+from lifecycle_catalog import FAKE_ENGINE, write_catalog_with
 
 
 @pytest.fixture
@@ -16,8 +16,7 @@ def backend() -> str:
 
 @pytest.fixture
 def osire_dirs(tmp_path):
-    catalog = write_catalog(tmp_path / "catalog.yaml")
-    catalog.write_text(catalog.read_text().replace("engines:\n", f"""engines:
+    catalog = write_catalog_with(tmp_path / "catalog.yaml", f"""\
   open-server:
     command: {sys.executable} {FAKE_ENGINE} --no-auth
     kind: openai
@@ -25,7 +24,7 @@ def osire_dirs(tmp_path):
   unmarked-server:
     command: {sys.executable} {FAKE_ENGINE} --no-auth
     kind: openai
-""", 1) + """
+""", """
   - name: fake-open
     model: /models/fake
     engine: open-server
