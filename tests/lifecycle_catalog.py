@@ -66,9 +66,11 @@ models:
     return path
 
 
-def write_catalog_with(path: Path, engines: str, models: str) -> Path:
-    """The test catalog plus more engines and models (YAML text, indented as in the file)."""
-    catalog = write_catalog(path)
+def dirs_with_catalog(tmp_path: Path, engines: str, models: str) -> dict[str, Path]:
+    """The lifecycle tests' folders, with the test catalog plus more engines and models (YAML
+    text, indented as in the file)."""
+    catalog = write_catalog(tmp_path / "catalog.yaml")
     catalog.write_text(catalog.read_text().replace("engines:\n", "engines:\n" + engines, 1)
                        + models)
-    return catalog
+    return {"jobs": tmp_path / "jobs", "db": tmp_path / "state" / "state.sqlite",
+            "catalog": catalog}

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from lifecycle_catalog import FAKE_ENGINE, write_catalog_with
+from lifecycle_catalog import FAKE_ENGINE, dirs_with_catalog
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def backend() -> str:
 
 @pytest.fixture
 def osire_dirs(tmp_path):
-    catalog = write_catalog_with(tmp_path / "catalog.yaml", f"""\
+    return dirs_with_catalog(tmp_path, f"""\
   llama-style:
     command: {sys.executable} {FAKE_ENGINE}
     kind: openai
@@ -34,8 +34,6 @@ def osire_dirs(tmp_path):
     resources: {time: "00:10:00", cpus: 1}
     engine_args: {ctx-size: 4096}
 """)
-    return {"jobs": tmp_path / "jobs", "db": tmp_path / "state" / "state.sqlite",
-            "catalog": catalog}
 
 
 async def test_a_llama_cpp_style_engine_starts_and_answers_under_its_catalog_name(api, jp_fetch,

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from lifecycle_catalog import FAKE_ENGINE, write_catalog_with
+from lifecycle_catalog import FAKE_ENGINE, dirs_with_catalog
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def backend() -> str:
 
 @pytest.fixture
 def osire_dirs(tmp_path):
-    catalog = write_catalog_with(tmp_path / "catalog.yaml", f"""\
+    return dirs_with_catalog(tmp_path, f"""\
   open-server:
     command: {sys.executable} {FAKE_ENGINE} --no-auth
     kind: openai
@@ -32,8 +32,6 @@ def osire_dirs(tmp_path):
     model: /models/fake
     engine: unmarked-server
 """)
-    return {"jobs": tmp_path / "jobs", "db": tmp_path / "state" / "state.sqlite",
-            "catalog": catalog}
 
 
 async def test_insecure_engines_are_flagged_or_refused(api):
