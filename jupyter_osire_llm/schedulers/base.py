@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import os
 import re
 import shlex
 import threading
@@ -165,6 +166,13 @@ class Scheduler(abc.ABC):
     def stats(self) -> dict:
         """What the admin endpoint shows about this backend's use of the scheduler."""
         return {"calls": self.calls}
+
+
+def same_folder(ours: str, recorded: str) -> bool:
+    """Whether accounting's working folder is the job's (ids are reused after a reset of the
+    cluster's state: a record run elsewhere is another job's)."""
+    ours, recorded = os.path.normpath(ours), os.path.normpath(recorded.strip())
+    return ours == recorded or os.path.realpath(ours) == os.path.realpath(recorded)
 
 
 def exit_file_info(job: Job) -> Optional[JobInfo]:

@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 from .. import errors
 from .base import (OUTPUT_FILE, SCRIPT_FILE, Job, JobInfo, JobRequest, JobState, Resources,
-                   Scheduler, exit_file_info, job_environment, with_exit_trap)
+                   Scheduler, exit_file_info, job_environment, same_folder, with_exit_trap)
 from .slurm import SACCT_GRACE, parse_state
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,8 @@ class PySlurm(Scheduler):
 
     def _accounting_records(self, jobs: list[Job]) -> dict[str, Any]:
         """One slurmdbd query for the purged jobs, of this user only; per id, the record run in
-        the job's folder (ids restart after a reset of the cluster), else the newest."""
+        the job's folder (ids restart after a reset of the cluster: a record run elsewhere is
+        another job's and is left out)."""
         self.count_call("db.Jobs.load")
         db = self.pyslurm.db
         records = db.Jobs.load(db.JobFilter(ids=[int(j.id) for j in jobs], users=[self.user]))
@@ -208,9 +209,9 @@ class PySlurm(Scheduler):
         chosen: dict[str, Any] = {}
         for record in records:
             job_id = str(record.id)
-            previous = chosen.get(job_id)
-            if previous is not None and str(previous.working_directory) == folders.get(job_id):
-                continue        # the record run in our folder is already chosen
+            workdir = str(record.working_directory or "")
+            if job_id in folders and workdir and not same_folder(folders[job_id], workdir):
+                continue
             chosen[job_id] = record
         return chosen
 

@@ -31,7 +31,7 @@ from typing import Mapping, Optional, Sequence
 from .. import errors
 from .base import (OUTPUT_FILE, SCRIPT_FILE, Job, JobInfo, JobRequest, JobState, Resources,
                    Scheduler, command_environment, exit_file_info, job_environment,
-                   with_exit_trap)
+                   same_folder, with_exit_trap)
 
 log = logging.getLogger(__name__)
 
@@ -272,16 +272,11 @@ def parse_sacct(stdout: str, folders: Optional[Mapping[str, str]] = None) -> Par
         except errors.SchedulerOutputError as exc:
             parsed.problem(line, exc.message)
             continue
-        if job_id in folders and workdir.strip() and not _same_folder(folders[job_id], workdir):
+        if job_id in folders and workdir.strip() and not same_folder(folders[job_id], workdir):
             continue
         parsed.jobs[job_id] = (user, info)
     parsed.unreadable -= parsed.jobs.keys()
     return parsed
-
-
-def _same_folder(ours: str, recorded: str) -> bool:
-    ours, recorded = os.path.normpath(ours), os.path.normpath(recorded.strip())
-    return ours == recorded or os.path.realpath(ours) == os.path.realpath(recorded)
 
 
 def classify_failure(result: Completed, action: str) -> errors.SchedulerError:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -176,13 +177,17 @@ def test_pyslurm_purged_job_from_accounting_of_this_user_only(monkeypatch, tmp_p
     records = [_db_job(state="COMPLETED", working_directory="/elsewhere"), _db_job()]
     fake, asked = _fake_pyslurm({}, records)
     sched = _pyslurm(monkeypatch, fake)
-    info = sched.query([Job("5", tmp_path / "5")])["5"]
+    info = sched.query([Job("5", Path("/jobs/5"))])["5"]
     assert (info.state, info.exit_code, info.evidence) == (JobState.FAILED, 3, "pyslurm.db")
     assert asked["db"][0].ids == [5] and asked["db"][0].users == ["alice"]
     # two records for id 5 (ids restart after a reset): the one run in the job's folder wins
     records[0].working_directory, records[1].working_directory = str(tmp_path / "5"), "/old"
     assert sched.query([Job("5", tmp_path / "5")])["5"].state is JobState.COMPLETED
-    assert sched.calls == {"Job.load": 2, "db.Jobs.load": 2}
+    # only another job's record (ours not in accounting yet): no answer from it
+    records[0].working_directory = "/older"
+    info = sched.query([Job("5", tmp_path / "5")])["5"]
+    assert (info.state, info.evidence) == (JobState.LOST, "none")
+    assert sched.calls == {"Job.load": 3, "db.Jobs.load": 3}
 
 
 def test_pyslurm_failing_accounting_keeps_the_last_state_for_a_while(monkeypatch, tmp_path):
