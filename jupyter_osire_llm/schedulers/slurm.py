@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 
 #: squeue fields, in order: id, state, reason, nodes, submit, start (estimated when pending),
 #: end, user. None of them can contain "|".
-SQUEUE_FORMAT = "%i|%T|%r|%N|%V|%S|%e|%u"
-#: WorkDir last (a path may contain "|"): it tells a job from an older one with the same id
-#: (ids restart when a cluster's state is reset; accounting keeps both).
+#: The working folder last (%Z, WorkDir: a path may contain "|"): it tells our job from another
+#: with the same id (ids restart when a cluster's state is reset; accounting keeps both).
+SQUEUE_FORMAT = "%i|%T|%r|%N|%V|%S|%e|%u|%Z"
 SACCT_FIELDS = "JobID,State,ExitCode,NodeList,Submit,Start,End,User,Reason,WorkDir"
 #: Seconds a failing sacct may keep purged jobs unanswered before the exit file decides alone.
 SACCT_GRACE = 120.0
@@ -105,8 +105,10 @@ def squeue_command(job_ids: Sequence[str], user: Optional[str] = None) -> list[s
 
 
 def sacct_command(job_ids: Sequence[str]) -> list[str]:
-    return ["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(job_ids)}",
-            f"--format={SACCT_FIELDS}"]
+    """``--duplicates``: every record of an id, not only the newest (ids are reused after a reset
+    of the cluster's state; ``parse_sacct`` keeps the one run in the job's folder)."""
+    return ["sacct", "--noheader", "--parsable2", "--allocations", "--duplicates",
+            f"--jobs={','.join(job_ids)}", f"--format={SACCT_FIELDS}"]
 
 
 # ---------------------------------------------------------------- pure: parsing
@@ -163,6 +165,7 @@ class Parsed:
     ``jobs`` may then be that one)."""
 
     jobs: dict[str, tuple[str, JobInfo]] = field(default_factory=dict)
+    folders: dict[str, str] = field(default_factory=dict)   # id -> working folder, where listed
     problems: list[str] = field(default_factory=list)
     unreadable: set[str] = field(default_factory=set)
     anonymous: bool = False
@@ -179,11 +182,13 @@ class Parsed:
 _JOB_ID = re.compile(r"\d+")
 
 
-def parse_squeue_line(line: str) -> tuple[str, str, JobInfo]:
-    """One squeue line in ``SQUEUE_FORMAT`` -> (job id, user, JobInfo)."""
-    fields = line.split("|")
-    if len(fields) != 8 or not _JOB_ID.fullmatch(fields[0].strip()):
+def parse_squeue_line(line: str) -> tuple[str, str, JobInfo, str]:
+    """One squeue line in ``SQUEUE_FORMAT`` -> (job id, user, JobInfo, working folder); lines
+    without the folder (the format before it was added) give ``""``."""
+    fields = line.split("|", 8)
+    if len(fields) not in (8, 9) or not _JOB_ID.fullmatch(fields[0].strip()):
         raise errors.SchedulerOutputError(f"unexpected squeue line {line!r}")
+    workdir = fields.pop(8).strip() if len(fields) == 9 else ""
     job_id, state_s, reason, node, submit, start, end, user = (f.strip() for f in fields)
     state, alias = parse_state(state_s)
     started = parse_time(start)
@@ -192,7 +197,7 @@ def parse_squeue_line(line: str) -> tuple[str, str, JobInfo]:
         job_id, state, reason=_reason(reason) or alias, node=node or None,
         submit_time=parse_time(submit), start_time=None if pending else started,
         end_time=parse_time(end) if state.terminal else None,
-        estimated_start=started if pending else None, evidence="squeue")
+        estimated_start=started if pending else None, evidence="squeue"), workdir
 
 
 def parse_squeue(stdout: str) -> Parsed:
@@ -203,11 +208,13 @@ def parse_squeue(stdout: str) -> Parsed:
         if not line.strip():
             continue
         try:
-            job_id, user, info = parse_squeue_line(line)
+            job_id, user, info, workdir = parse_squeue_line(line)
         except errors.SchedulerOutputError as exc:
             parsed.problem(line, exc.message)
             continue
         parsed.jobs[job_id] = (user, info)
+        if workdir:
+            parsed.folders[job_id] = workdir
     parsed.unreadable -= parsed.jobs.keys()
     return parsed
 
@@ -256,14 +263,16 @@ def parse_sacct_line(line: str) -> tuple[str, str, JobInfo, str]:
 
 
 def parse_sacct(stdout: str, folders: Optional[Mapping[str, str]] = None) -> Parsed:
-    """``sacct -P -X`` output -> Parsed {job id: (user, JobInfo)}, each line on its own.
+    """``sacct -P -X -D`` output -> Parsed {job id: (user, JobInfo)}, each line on its own.
 
     One id may have several records (ids restart after a cluster's state is reset; accounting
-    keeps them all). Where the job's folder is known, a record run in another folder is another
-    job's and is left out (our own record may not have reached accounting yet); else the newest
-    record (sacct's last line) wins."""
+    keeps them all). Where the job's folder is known, only the record run in it answers: one
+    run in another folder is another job's, and one with no folder yet (accounting has not seen
+    that job start) cannot be told apart, so the id gets no answer this time (``unreadable``).
+    Without a folder the newest record (sacct's last line) answers."""
     folders = folders or {}
     parsed = Parsed()
+    undecided: set[str] = set()
     for line in stdout.splitlines():
         if not line.strip():
             continue
@@ -272,9 +281,11 @@ def parse_sacct(stdout: str, folders: Optional[Mapping[str, str]] = None) -> Par
         except errors.SchedulerOutputError as exc:
             parsed.problem(line, exc.message)
             continue
-        if job_id in folders and workdir.strip() and not same_folder(folders[job_id], workdir):
-            continue
-        parsed.jobs[job_id] = (user, info)
+        if job_id in folders and not workdir.strip():
+            undecided.add(job_id)
+        elif job_id not in folders or same_folder(folders[job_id], workdir):
+            parsed.jobs[job_id] = (user, info)
+    parsed.unreadable |= undecided
     parsed.unreadable -= parsed.jobs.keys()
     return parsed
 
@@ -382,7 +393,10 @@ class SlurmCLI(Scheduler):
         answers: dict[str, JobInfo] = {}
         missing: list[Job] = []
         for job in jobs:
-            if job.id in seen.jobs:
+            listed = seen.folders.get(job.id)
+            if listed and not same_folder(str(job.folder), listed):
+                missing.append(job)   # another job with our id: ours has left the queue
+            elif job.id in seen.jobs:
                 user, info = seen.jobs[job.id]
                 answers[job.id] = (self._with_exit_code(job, info) if user == self.user
                                    else _foreign(job.id, user, "squeue"))

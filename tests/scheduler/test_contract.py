@@ -72,6 +72,21 @@ def test_cancel_pending_job(backend: Backend):
     backend.scheduler.cancel(blocker_first)
 
 
+def test_an_id_with_another_folder_is_not_that_job(backend: Backend):
+    """Job ids are reused after a reset of the cluster's state: a job we recorded as (id, folder)
+    is not whatever job has that id now. Running or ended, the other job never answers for ours
+    (it ended: LOST, or its own exit file)."""
+    job = backend.submit(SLEEPER)
+    backend.wait(job, lambda i: i.state is JobState.RUNNING)
+    older = Job(job.id, backend.root / "an-older-job-with-this-id")
+    for _ in range(2):
+        # no answer (accounting cannot tell yet), or LOST: never the other job's state
+        answer = backend.scheduler.query([older]).get(job.id)
+        assert answer is None or answer.state is JobState.LOST, answer
+        backend.scheduler.cancel(job)
+        backend.wait(job, terminal, timeout=20)
+
+
 def test_a_new_job_in_a_cancelled_jobs_folder_runs(backend: Backend):
     """A batch's resume submits its next job into the same folder: the earlier job's cancel
     must not end the new one."""

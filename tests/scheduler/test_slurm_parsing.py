@@ -64,6 +64,13 @@ def test_squeue_timeout_end_time():
     assert info.end_time - info.start_time == 65
 
 
+def test_squeue_lines_carry_the_working_folder_even_with_the_separator_in_it():
+    line = "7|RUNNING|None|vm|2026-11-23T05:09:20|2026-11-23T05:09:20|N/A|alice|/home/a|b/jobs/x"
+    parsed = parse_squeue(line + "\n")
+    assert parsed.jobs["7"][0] == "alice" and parsed.folders == {"7": "/home/a|b/jobs/x"}
+    assert parse_squeue(recorded("squeue_mixed.txt")).folders == {}   # the format before %Z
+
+
 @pytest.mark.parametrize("line, unreadable, anonymous", [
     ("garbage", set(), True), ("1|RUNNING|None", {"1"}, False),
     ("1|EXPLODED|None||N/A|N/A|N/A|u", {"1"}, False),
@@ -216,6 +223,19 @@ def test_parse_sacct_leaves_out_another_jobs_record_under_our_id():
     assert "12" not in parse_sacct(other, {"12": "/home/alice/.osire/jobs/a"}).jobs
     same = parse_sacct(SACCT_12, {"12": "/home/alice/.osire/x/../jobs/a/"})   # one folder, spelt
     assert same.jobs["12"][1].state is JobState.CANCELLED                     # another way
+
+
+def test_parse_sacct_a_record_with_no_folder_yet_answers_nothing_about_a_known_folder():
+    """Accounting fills WorkDir when it sees the job start: until then a record may be ours or
+    the job that has our id now. No answer this time (the caller keeps the last state)."""
+    fresh = SACCT_12.replace("CANCELLED by 1000", "PENDING").replace("/home/alice/.osire/jobs/a",
+                                                                      "")
+    other = SACCT_12.replace("/jobs/a", "/elsewhere")
+    parsed = parse_sacct(other + fresh, {"12": "/home/alice/.osire/jobs/a"})
+    assert "12" not in parsed.jobs and parsed.unreadable == {"12"}
+    ours = parse_sacct(fresh + SACCT_12, {"12": "/home/alice/.osire/jobs/a"})
+    assert ours.jobs["12"][1].state is JobState.CANCELLED and not ours.unreadable
+    assert parse_sacct(fresh).jobs["12"][1].state is JobState.PENDING      # no folder known
 
 
 @pytest.mark.parametrize("text, state, reason", [
