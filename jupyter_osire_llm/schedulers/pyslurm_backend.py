@@ -61,6 +61,10 @@ def _epoch(value: Any) -> Optional[float]:
     return float(value) if value else None
 
 
+#: An accounting record that may or may not be the job's (see ``_accounting_records``).
+_UNDECIDED = object()
+
+
 def info_from_db_job(job: Any) -> JobInfo:
     """A ``pyslurm.db.Job`` (accounting: a job the controller has purged) -> JobInfo."""
     state, alias = parse_state(str(job.state))
@@ -147,8 +151,9 @@ class PySlurm(Scheduler):
         missing: list[Job] = []
         for job in jobs:
             found = known.get(job.id)
-            if found is None:
-                missing.append(job)
+            listed = str(getattr(found, "working_directory", None) or "")
+            if found is None or (listed and not same_folder(str(job.folder), listed)):
+                missing.append(job)   # gone, or another job has its id now
             elif found.user_name != self.user:
                 answers[job.id] = JobInfo(job.id, JobState.LOST,
                                           reason=f"owned by {found.user_name}", evidence="pyslurm")
@@ -183,6 +188,8 @@ class PySlurm(Scheduler):
         answers: dict[str, JobInfo] = {}
         for job in jobs:
             record = found.get(job.id)
+            if record is _UNDECIDED:   # a record with no folder yet: no answer this time
+                continue
             if record is not None:
                 try:
                     answers[job.id] = (info_from_db_job(record) if record.user_name == self.user
@@ -200,7 +207,7 @@ class PySlurm(Scheduler):
     def _accounting_records(self, jobs: list[Job]) -> dict[str, Any]:
         """One slurmdbd query for the purged jobs, of this user only; per id, the record run in
         the job's folder (ids restart after a reset of the cluster: a record run elsewhere is
-        another job's and is left out)."""
+        another job's and is left out; one with no folder yet is ``_UNDECIDED``)."""
         self.count_call("db.Jobs.load")
         db = self.pyslurm.db
         records = db.Jobs.load(db.JobFilter(ids=[int(j.id) for j in jobs], users=[self.user]))
@@ -210,9 +217,10 @@ class PySlurm(Scheduler):
         for record in records:
             job_id = str(record.id)
             workdir = str(record.working_directory or "")
-            if job_id in folders and workdir and not same_folder(folders[job_id], workdir):
-                continue
-            chosen[job_id] = record
+            if job_id not in folders or (workdir and same_folder(folders[job_id], workdir)):
+                chosen[job_id] = record
+            elif not workdir:   # accounting has not seen it start: ours, or the id's new job
+                chosen.setdefault(job_id, _UNDECIDED)
         return chosen
 
     def cancel(self, job: Job) -> None:

@@ -187,7 +187,21 @@ def test_pyslurm_purged_job_from_accounting_of_this_user_only(monkeypatch, tmp_p
     records[0].working_directory = "/older"
     info = sched.query([Job("5", tmp_path / "5")])["5"]
     assert (info.state, info.evidence) == (JobState.LOST, "none")
-    assert sched.calls == {"Job.load": 3, "db.Jobs.load": 3}
+    # a record accounting has not yet given a folder: no answer this time
+    records[1].working_directory = ""
+    assert "5" not in sched.query([Job("5", tmp_path / "5")])
+    assert sched.calls == {"Job.load": 4, "db.Jobs.load": 4}
+
+
+def test_pyslurm_a_live_job_run_in_another_folder_is_not_ours(monkeypatch, tmp_path):
+    from jupyter_osire_llm.schedulers.base import Job
+    live = {7: _pyslurm_job(state="RUNNING", user_name="alice",
+                            working_directory=str(tmp_path / "new"))}
+    fake, _ = _fake_pyslurm(live, [])
+    sched = _pyslurm(monkeypatch, fake)
+    assert sched.query([Job("7", tmp_path / "new")])["7"].state is JobState.RUNNING
+    info = sched.query([Job("7", tmp_path / "old")])["7"]
+    assert (info.state, info.evidence) == (JobState.LOST, "none")
 
 
 def test_pyslurm_failing_accounting_keeps_the_last_state_for_a_while(monkeypatch, tmp_path):
