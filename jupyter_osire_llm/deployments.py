@@ -41,7 +41,7 @@ ENDPOINT_FILE = "endpoint.json"
 GUARD_SOURCE = Path(__file__).parent / "engine_guard.py"
 _STATE_RANK = {READY: 0, STARTING: 1, QUEUED: 2}
 Change = Callable[[Deployment], Deployment]
-Check = Callable[[list[Deployment]], None]
+Check = Callable[[Holdings], None]
 #: The restart policy's say on a replica that just failed: (deployment, replica before, replica
 #: failed) -> the replica to record (the failed one, or one waiting to be submitted again).
 FailureHook = Callable[[Deployment, Replica, Replica], Replica]
@@ -539,7 +539,7 @@ class DeploymentService:
                       check: Optional[Check] = None) -> Optional[Deployment]:
         """Apply ``change`` to the freshest record and write it; on a conflict (another server
         wrote first) re-read and apply again. None when the deployment is gone. ``check`` sees
-        every other live deployment in the write transaction (and raises to refuse)."""
+        what else the user holds in the write transaction (and raises to refuse)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:

@@ -225,7 +225,8 @@ class Store:
     def delete_doc(self, table: str, doc_id: str, expected: Optional[int] = None) -> bool:
         """Remove a document (only at version ``expected``, if given); False when it had moved
         on or was gone."""
-        query, args = f"DELETE FROM {_table(table)} WHERE id = ?", (doc_id,)
+        query = f"DELETE FROM {_table(table)} WHERE id = ?"
+        args: tuple[object, ...] = (doc_id,)
         if expected is not None:
             query, args = query + " AND version = ?", (doc_id, expected)
         with self._locked() as db:
