@@ -34,9 +34,9 @@ from .errors import (Conflict, NotFound, OsireError, RequestError, RequestTooLar
 from .logtail import read_tail
 from .render import ScriptRenderer
 from .schedulers.base import Job, JobInfo, JobRequest, Resources, Scheduler
-from .spec import SiteLimits, job_gpus, parse_resources
+from .spec import SiteLimits, parse_resources
 from .store import Holdings, Store
-from .usage import gpus_in_use, live_batches
+from .usage import gpus_in_use, live_batches, resources_gpus
 
 log = logging.getLogger(__name__)
 RUNNER_SOURCE = Path(__file__).parent / "batch_runner.py"
@@ -201,7 +201,7 @@ class BatchService:
             raise RequestError(f"{live} batches are running or queued, the most one user may "
                                f"have (OsireLLM.max_batches = {self.max_batches})",
                                field="input_file_id")
-        self.limits.check_total_gpus(gpus_in_use(holdings), job_gpus(Resources(**batch.resources)))
+        self.limits.check_total_gpus(gpus_in_use(holdings), resources_gpus(batch.resources))
 
     async def _submit(self, batch_id: str) -> None:
         batch = self.get(batch_id)

@@ -33,7 +33,7 @@ from .spec import SiteLimits, job_gpus, parse_resources
 from .states import (FAILED, QUEUED, READY, STARTING, STOPPED, STOPPING, Deployment, Replica,
                      apply_job_info, deployment_state)
 from .store import Holdings, Store
-from .usage import deployment_gpus, gpus_in_use
+from .usage import deployment_gpus, gpus_in_use, resources_gpus
 
 log = logging.getLogger(__name__)
 KEY_FILE = "key"
@@ -199,9 +199,8 @@ class DeploymentService:
 
         def check(others: Holdings) -> None:
             current = self.get(deployment_id)
-            per_job = deployment_gpus(replace(current, replicas=(Replica(0, ""),)))
             self.limits.check_total_gpus(gpus_in_use(others) + deployment_gpus(current),
-                                         per_job * count)
+                                         resources_gpus(current.resources) * count)
 
         self._launching.add(deployment_id)
         try:

@@ -13,13 +13,13 @@ from .states import Deployment
 from .store import Holdings
 
 
-def _job_gpus(resources: dict[str, Any]) -> int:
-    """GPUs one job asks for: per node times nodes."""
+def resources_gpus(resources: dict[str, Any]) -> int:
+    """GPUs one job asks for, from the resources as stored (per node times nodes)."""
     return int(resources.get("gpus") or 0) * int(resources.get("nodes") or 1)
 
 
 def deployment_gpus(deployment: Deployment) -> int:
-    return _job_gpus(deployment.resources) * sum(r.live for r in deployment.replicas)
+    return resources_gpus(deployment.resources) * sum(r.live for r in deployment.replicas)
 
 
 def live_batches(holdings: Holdings) -> list[Batch]:
@@ -36,4 +36,4 @@ def live_batches(holdings: Holdings) -> list[Batch]:
 
 def gpus_in_use(holdings: Holdings) -> int:
     return (sum(deployment_gpus(d) for d in holdings.deployments) +
-            sum(_job_gpus(b.resources) for b in live_batches(holdings)))
+            sum(resources_gpus(b.resources) for b in live_batches(holdings)))

@@ -36,10 +36,10 @@ from .base import (OUTPUT_FILE, SCRIPT_FILE, Job, JobInfo, JobRequest, JobState,
 log = logging.getLogger(__name__)
 
 #: squeue fields, in order: id, state, reason, nodes, submit, start (estimated when pending),
-#: end, user. None of them can contain "|".
-#: The working folder last (%Z, WorkDir: a path may contain "|"): it tells our job from another
-#: with the same id (ids restart when a cluster's state is reset; accounting keeps both).
+#: end, user (none of them can contain "|"), and the working folder last (a path may): it tells
+#: our job from another with the same id (ids restart when a cluster's state is reset).
 SQUEUE_FORMAT = "%i|%T|%r|%N|%V|%S|%e|%u|%Z"
+#: WorkDir last for the same reasons (accounting keeps every job that had an id).
 SACCT_FIELDS = "JobID,State,ExitCode,NodeList,Submit,Start,End,User,Reason,WorkDir"
 #: Seconds a failing sacct may keep purged jobs unanswered before the exit file decides alone.
 SACCT_GRACE = 120.0
