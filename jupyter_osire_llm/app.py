@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Optional
@@ -21,6 +20,7 @@ from .errors import ConfigError, RequestError
 from .handlers import SwitchedOffHandler, default_handlers
 from .monitor import Monitor
 from .policies import Policies, PolicyConfig
+from .private_folder import expand_user
 from .proxy import build_proxy
 from .render import ScriptRenderer
 from .schedulers import choose_scheduler
@@ -46,7 +46,8 @@ class OsireLLM(ExtensionApp):
     allowed_partitions = List(Unicode(), config=True, help="Partitions users may pick; empty: any.")
     allowed_accounts = List(Unicode(), config=True, help="Accounts users may pick; empty: any.")
     max_gpus = Int(8, config=True, help="Most GPUs one replica may ask for.")
-    max_time = Unicode("", config=True, help="Longest time limit (Slurm syntax); empty: none.")
+    max_time = Unicode("24:00:00", config=True, help="Longest time limit (Slurm syntax); a "
+                       "launch that gives none gets it. Never empty: no job runs unlimited.")
     max_deployments = Int(4, config=True, help="Most live deployments per user.")
     max_replicas = Int(4, config=True, help="Most replicas per deployment.")
     max_total_gpus = Int(0, config=True, help="Most GPUs one user's live replicas and "
@@ -91,6 +92,10 @@ class OsireLLM(ExtensionApp):
     renew_before = Float(600.0, config=True, help="Seconds before a replica's time limit that a "
                          "replacement is submitted (at most half its time); it takes over when "
                          "ready and the old one drains. 0: no renewal.")
+    startup_timeout = Float(1800.0, config=True, help="Seconds a replica's job may run (counted "
+                            "from its start, not while queued) before its engine is ready; then "
+                            "it is stopped ('not ready after ...'). Catalog entries may set their "
+                            "own startup_timeout.")
     readiness_timeout = Float(30.0, config=True, help="Seconds the one-token completion that "
                               "makes a starting replica ready may take.")
     max_batches = Int(4, config=True, help="Most batches one user may have queued or running.")
@@ -104,13 +109,24 @@ class OsireLLM(ExtensionApp):
 
     @validate("max_time")
     def _check_max_time(self, proposal: dict) -> str:
-        value = proposal["value"]
-        if value:
-            try:
-                time_to_minutes(value)
-            except ValueError as exc:
-                raise TraitError(f"OsireLLM.max_time: {exc}") from exc
+        value = proposal["value"].strip()
+        if not value:
+            raise TraitError("OsireLLM.max_time: must not be empty (a job without a time limit "
+                             "could hold its GPUs forever); give the longest time, e.g. "
+                             "'24:00:00'")
+        try:
+            time_to_minutes(value)
+        except ValueError as exc:
+            raise TraitError(f"OsireLLM.max_time: {exc}") from exc
         return value
+
+    @validate("startup_timeout")
+    def _check_startup_timeout(self, proposal: dict) -> float:
+        if proposal["value"] <= 0:
+            raise TraitError("OsireLLM.startup_timeout must be more than 0 seconds (a replica "
+                             "that never becomes ready would hold its GPUs until its time "
+                             "limit)")
+        return proposal["value"]
 
     @validate("allowed_partitions", "allowed_accounts")
     def _check_names(self, proposal: dict) -> list:
@@ -132,10 +148,10 @@ class OsireLLM(ExtensionApp):
 
     @validate("job_root", "db_path")
     def _absolute_path(self, proposal: dict) -> str:
-        """``~`` expanded and a relative path made absolute now: jobs run elsewhere (their own
-        working folder, a compute node), where neither would mean the same."""
+        """``~`` and ``$USER`` expanded and a relative path made absolute now: jobs run elsewhere
+        (their own working folder, a compute node), where neither would mean the same."""
         value = proposal["value"].strip()
-        path = Path(os.path.expanduser(value))
+        path = Path(expand_user(value))
         if not value or str(path).startswith("~"):
             raise TraitError(f"OsireLLM.{proposal['trait'].name}: {value!r} is not a usable path "
                              "(empty, or ~user of an unknown user)")
@@ -199,7 +215,8 @@ class OsireLLM(ExtensionApp):
             idle_timeout=self.idle_timeout, launch_on_demand=self.launch_on_demand,
             launch_on_demand_wait=self.launch_on_demand_wait, max_restarts=self.max_restarts,
             restart_backoff=self.restart_backoff, renew_before=self.renew_before,
-            allow_pinned=self.allow_pinned, max_idle_timeout=self.max_idle_timeout))
+            allow_pinned=self.allow_pinned, max_idle_timeout=self.max_idle_timeout,
+            startup_timeout=self.startup_timeout))
         self.settings["osire"] = context
 
     def _load_catalog(self) -> Catalog:

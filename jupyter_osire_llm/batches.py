@@ -29,9 +29,10 @@ from .batch_states import (CANCELLED, CANCELLING, IN_PROGRESS, QUEUED, RESUMABLE
                            Batch, apply_counts, apply_job_info, error_file_id, output_file_id)
 from .catalog import Catalog
 from .deployments import GUARD_SOURCE, KEY_FILE, write_key
-from .errors import (Conflict, NotFound, OsireError, RequestError, RequestTooLarge,
+from .errors import (ConfigError, Conflict, NotFound, OsireError, RequestError, RequestTooLarge,
                      SchedulerError, SchedulerTimeout, StoreError)
 from .logtail import read_tail
+from .private_folder import private_folder
 from .render import ScriptRenderer
 from .schedulers.base import Job, JobInfo, JobRequest, Resources, Scheduler
 from .spec import SiteLimits, parse_resources
@@ -185,7 +186,7 @@ class BatchService:
         try:
             await asyncio.to_thread(_prepare_folder, Path(batch.folder), source)
             await self._submit(batch_id)
-        except (SchedulerError, StoreError, OSError) as exc:
+        except (SchedulerError, StoreError, ConfigError, OSError) as exc:
             await self._undo_create(batch_id, exc)
             if isinstance(exc, OSError):
                 raise RequestError(f"cannot prepare the batch folder under {self.batch_root}: "
@@ -289,7 +290,7 @@ class BatchService:
         await self._mutate(batch_id, change, check=partial(self._check_limits, batch=batch))
         try:
             await self._submit(batch_id)
-        except (SchedulerError, StoreError, OSError) as exc:
+        except (SchedulerError, StoreError, ConfigError, OSError) as exc:
             message = exc.message if isinstance(exc, OsireError) else str(exc)
             await self._mutate(batch_id, lambda b: replace(
                 b, status=batch.status, reason=f"not resumed: {message}"))
@@ -442,7 +443,7 @@ def _safe_name(filename: str) -> str:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_folder(path.parent.parent, path.parent.name)   # <job_root>/files
     path.touch(mode=0o600)
     path.write_bytes(data)
 
@@ -460,7 +461,7 @@ def _check_file(path: Path, endpoint: str, models: list[str]) -> Any:
 
 
 def _prepare_folder(folder: Path, source: Path) -> None:
-    folder.mkdir(parents=True, mode=0o700)
+    private_folder(folder.parent.parent, Path(folder.parent.name, folder.name))
     shutil.copyfile(source, folder / INPUT)
     for code in (RUNNER_SOURCE, GUARD_SOURCE):
         shutil.copyfile(code, folder / code.name)

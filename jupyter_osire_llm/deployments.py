@@ -27,6 +27,7 @@ from .endpoints import Endpoint, EngineEndpoint, ModelStatus
 from .errors import (ConfigError, Conflict, NotFound, OsireError, RequestError, SchedulerError,
                      SchedulerTimeout, StoreError)
 from .logtail import read_tail
+from .private_folder import private_folder
 from .render import ScriptContext, ScriptRenderer
 from .schedulers.base import Job, JobInfo, JobRequest, JobState, Resources, Scheduler
 from .spec import SiteLimits, job_gpus, parse_resources
@@ -138,7 +139,7 @@ class DeploymentService:
             for index, (job_dir, script) in enumerate(scripts):
                 if not await self._submit(deployment_id, index, script, wanted):
                     break
-        except (SchedulerError, StoreError) as exc:
+        except (SchedulerError, StoreError, ConfigError) as exc:
             await self._abort_launch(deployment_id, exc)
             raise
         except OSError as exc:
@@ -156,7 +157,7 @@ class DeploymentService:
         the replica retired) meanwhile: the job is cancelled again."""
         job_dir = Path(self.get(deployment_id).replicas[index].folder)
         key = self._keys[(deployment_id, index)] = secrets.token_urlsafe(32)
-        await asyncio.to_thread(_prepare_job_dir, job_dir, key)
+        await asyncio.to_thread(_prepare_job_dir, self.job_root, job_dir, key)
         request = JobRequest(name=_job_name(deployment_id, index), script=script,
                              folder=job_dir, resources=wanted)
         job = await asyncio.to_thread(self.scheduler.submit, request)
@@ -620,8 +621,12 @@ def write_key(path: Path, key: str) -> None:
     path.write_text(key)
 
 
-def _prepare_job_dir(job_dir: Path, key: str) -> None:
-    job_dir.mkdir(parents=True, mode=0o700, exist_ok=True)   # a restart reuses its folder
+def _prepare_job_dir(job_root: Path, job_dir: Path, key: str) -> None:
+    """A restart reuses its folder; one made under another server's root is checked there."""
+    if job_dir.is_relative_to(job_root):
+        private_folder(job_root, job_dir.relative_to(job_root))
+    else:
+        private_folder(job_dir.parent, job_dir.name)
     write_key(job_dir / KEY_FILE, key)
     if GUARD_SOURCE.exists():
         shutil.copyfile(GUARD_SOURCE, job_dir / GUARD_SOURCE.name)

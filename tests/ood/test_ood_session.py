@@ -65,7 +65,10 @@ def session(slurm_cluster, ruby, portal) -> Iterator[ood_stub.Session]:
     values = ood_stub.form_values(form, {"auto_accounts": "", "auto_queues": "debug",
                                          "bc_num_hours": "1", "num_cores": "2",
                                          "memory_gb": "2", "osire_model": "fake-chat",
-                                         "osire_job_root": str(shared / "jobs")})
+                                         # one site setting, a root per user ($USER)
+                                         "osire_job_root": f"{shared}/$USER/jobs"})
+    (shared / user).mkdir(mode=0o700)   # /scratch/$USER, as a site makes it
+    shutil.chown(shared / user, user)
     submit_doc = ood_stub.render_submit(values, shared)
     s = ood_stub.new_session(user, shared)
     ood_stub.stage(values, s.work_dir)
@@ -180,6 +183,9 @@ def test_health_and_the_model_chosen_in_the_form(session, browser):
     ready = _wait_ready(browser, base, listing[0]["id"])
     assert "Launching fake-chat" in session.output()
     assert ready["replicas"][0]["job_id"]
+    user, _ = ood_stub.session_user()
+    root = Path(ready["replicas"][0]["folder"]).parents[1]
+    assert root.name == "jobs" and root.parent.name == user, ready["replicas"][0]["folder"]
 
 
 def test_launch_and_chat_completion_under_the_base_url(session, browser):

@@ -36,6 +36,16 @@ def test_paths_with_tilde_are_expanded(trait, monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("trait", ["job_root", "db_path"])
+def test_user_in_a_site_path_is_the_login_name(trait, monkeypatch):
+    """One site setting (an OOD app's OSIRE_OOD_JOB_ROOT) gives each user a root of their own."""
+    import os
+    import pwd
+    monkeypatch.setenv("USER", "someone-else")
+    app = OsireLLM(**{trait: "/scratch/$USER/osire"})
+    assert getattr(app, trait) == f"/scratch/{pwd.getpwuid(os.geteuid()).pw_name}/osire"
+
+
+@pytest.mark.parametrize("trait", ["job_root", "db_path"])
 def test_relative_paths_are_made_absolute_at_start_up(trait, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     app = OsireLLM(**{trait: "state/x"})
