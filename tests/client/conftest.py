@@ -114,20 +114,46 @@ class Kernel:
         self._wait_for_kernel_info(timeout=180)
 
     def _wait_for_kernel_info(self, timeout: float) -> None:
-        """Ready once it answers kernel_info. Not ``wait_for_ready``: that calls a kernel dead
-        when one heartbeat is late (1 s), which a loaded 2-core CI machine makes happen."""
+        """Ready once a kernel_info request is answered on shell AND its status messages arrive
+        on IOPub, as ``jupyter_client``'s ``wait_for_ready`` checks. A kernel answers on shell
+        before the client's IOPub subscription is live (ZMQ's slow joiner): what it publishes
+        until then is lost, so an ``execute`` sent after the shell reply alone can have all its
+        output dropped. Each try sends a new kernel_info until one's IOPub status comes back.
+        Not ``wait_for_ready`` itself: that calls a kernel dead when one heartbeat is late
+        (1 s), which a loaded 2-core CI machine makes happen."""
         from queue import Empty
         deadline = time.monotonic() + timeout
-        while True:
+        sent: set[str] = set()
+        while time.monotonic() < deadline:
             msg_id = self.kc.kernel_info()
+            sent.add(msg_id)
             try:
-                while True:
-                    reply = self.kc.get_shell_msg(timeout=5)
-                    if reply["parent_header"].get("msg_id") == msg_id:
-                        return
+                if self._replied(msg_id) and self._published(sent):
+                    break
             except Empty:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"kernel {self.kernel_id} did not answer in {timeout} s")
+                continue
+        else:
+            raise TimeoutError(f"kernel {self.kernel_id} did not answer on shell and IOPub "
+                               f"in {timeout} s")
+        while True:                     # flush what the tries published before this one
+            try:
+                self.kc.get_iopub_msg(timeout=0.2)
+            except Empty:
+                return
+
+    def _replied(self, msg_id: str) -> bool:
+        """The shell reply to ``msg_id`` (raises Empty when none comes in 5 s)."""
+        while True:
+            if self.kc.get_shell_msg(timeout=5)["parent_header"].get("msg_id") == msg_id:
+                return True
+
+    def _published(self, sent: set[str]) -> bool:
+        """A status message of one of the kernel_info requests ``sent`` on IOPub (raises Empty
+        when none comes in 1 s)."""
+        while True:
+            msg = self.kc.get_iopub_msg(timeout=1)
+            if msg["parent_header"].get("msg_id") in sent and msg["msg_type"] == "status":
+                return True
 
     def run(self, code: str, timeout: float = 120) -> list[dict[str, Any]]:
         """Execute ``code``; every IOPub message it caused, until the kernel is idle again."""
