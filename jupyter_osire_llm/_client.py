@@ -228,15 +228,24 @@ class OsireClient:
 
     # OpenAI
     def openai(self, **kwargs: Any) -> Any:
+        """An ``openai.OpenAI`` for ``/osire/v1``; it never uses an environment proxy."""
         import openai
+        if "http_client" not in kwargs:
+            kwargs["http_client"] = openai.DefaultHttpxClient(trust_env=False)
         return openai.OpenAI(**self._openai_args(kwargs))
 
     def async_openai(self, **kwargs: Any) -> Any:
+        """An ``openai.AsyncOpenAI`` for ``/osire/v1``; it never uses an environment proxy."""
         import openai
+        if "http_client" not in kwargs:
+            kwargs["http_client"] = openai.DefaultAsyncHttpxClient(trust_env=False)
         return openai.AsyncOpenAI(**self._openai_args(kwargs))
 
     def _openai_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         # The SDK sends "Authorization: Bearer <api_key>", which Jupyter accepts as its token.
+        # Its own HTTP client (the SDK's defaults: timeouts, limits, redirects that drop
+        # Authorization on another origin) with trust_env=False: the token never goes through
+        # http_proxy / https_proxy / all_proxy, and no .netrc is read.
         return {"base_url": self.server.openai_url, "api_key": self.server.token or "none",
                 **kwargs}
 
@@ -262,7 +271,9 @@ def _quote(value: str) -> str:
 def client(**kwargs: Any) -> Any:
     """An ``openai.OpenAI`` pointed at this Jupyter server's ``/osire/v1``, token included.
 
-    Keyword arguments go to ``openai.OpenAI`` (``timeout``, ``max_retries``, ...).
+    Keyword arguments go to ``openai.OpenAI`` (``timeout``, ``max_retries``, ...). No
+    environment proxy is used (the server is the user's own); an ``http_client`` given here is
+    used as it is.
     """
     return OsireClient().openai(**kwargs)
 

@@ -1,16 +1,53 @@
 """How the client talks to a Jupyter server: ``Server`` (where, and with which token) and one
 request over urllib (JSON in and out), the server's error answers rebuilt as the project's
-exceptions. Standard library only: it runs in kernels of any environment."""
+exceptions. Standard library only: it runs in kernels of any environment.
+
+The token goes only to the user's own server: no environment proxy (``http_proxy``,
+``https_proxy``, ``all_proxy``, common on login nodes) is ever used, and a redirect to another
+origin (scheme, host or port) is followed without ``Authorization`` or cookies."""
 from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from . import errors
 from .errors import AuthenticationFailed, OsireError, ServerUnreachable
+
+
+# Request headers that carry the caller's credentials: never sent to another origin.
+CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization", "X-Xsrftoken")
+
+
+def origin(url: str) -> tuple[str, str, Optional[int]]:
+    """(scheme, host, port) of ``url``, the default port made explicit."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class _SameOriginCredentials(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects, except that a redirect to another origin loses the credentials
+    (urllib itself re-sends every header it was given, ``Authorization`` included)."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                         headers: Any, newurl: str) -> Optional[urllib.request.Request]:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and origin(new.full_url) != origin(req.full_url):
+            for name in CREDENTIAL_HEADERS:
+                new.remove_header(name)
+        return new
+
+
+def opener() -> urllib.request.OpenerDirector:
+    """urllib without the environment's proxies and with credentials kept to one origin."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _SameOriginCredentials)
 
 
 @dataclass(frozen=True)
@@ -49,7 +86,7 @@ def call(server: Server, method: str, url: str, body: Any = None, timeout: float
         headers["Content-Type"] = "application/json"
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             raw = response.read()
     except urllib.error.HTTPError as err:
         raise error_from_response(err.code, err.read(), url, server) from None
@@ -63,6 +100,9 @@ def call(server: Server, method: str, url: str, body: Any = None, timeout: float
         return json.loads(raw) if raw else None
     except ValueError:
         raise ServerUnreachable(f"{url} did not answer JSON: is this a Jupyter server?") from None
+
+
+_OPENER = opener()
 
 
 def _codes() -> dict[str, type[OsireError]]:
