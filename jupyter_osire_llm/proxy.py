@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import (TYPE_CHECKING, Any, AsyncContextManager, AsyncIterator, Callable, Collection,
                     Mapping, Optional, Union)
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 import aiohttp
 
@@ -41,11 +41,16 @@ REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "authorization", "cookie"
                              "x-real-ip"}
 # Query parameters jupyter_server reads as credentials.
 QUERY_DROP = frozenset({"token", "_xsrf"})
-# Jupyter decides the security headers of its own origin, never the engine.
-RESPONSE_DROP = HOP_BY_HOP | {"content-length", "set-cookie", "content-security-policy",
-                              "content-security-policy-report-only", "x-frame-options",
-                              "strict-transport-security", "server", "date"}
-RESPONSE_DROP_PREFIXES = ("access-control-",)
+# An engine's answer reaches the Jupyter origin with only what describes the answer itself:
+# its content, caching, the engine's request id, rate-limit and retry figures. Everything else
+# (cookies, CSP, CORS, Clear-Site-Data, Refresh, WWW-Authenticate, NEL, Link, whatever a browser
+# may learn to obey next) is Jupyter's to decide, never the engine's. Content-Length is tornado's,
+# for what it actually sends; Location only as a path relative to the proxied one.
+RESPONSE_ALLOW = frozenset({"content-type", "content-encoding", "content-language",
+                            "content-range", "accept-ranges", "cache-control", "etag",
+                            "last-modified", "expires", "vary", "age", "retry-after",
+                            "retry-after-ms", "x-request-id", "location"})
+RESPONSE_ALLOW_PREFIXES = ("openai-", "x-ratelimit-")
 # Whatever an engine serves (its /docs page, say) runs in an opaque origin: no script of it can
 # reach the Jupyter origin's cookies, storage or API. Added beside Jupyter's own policy.
 ENGINE_CSP = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -296,17 +301,32 @@ def with_key(headers: dict[str, str], key: Optional[str]) -> dict[str, str]:
 
 
 def response_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The engine's headers (lower-case names) minus hop-by-hop ones and the security headers
-    that are Jupyter's to set (CSP, CORS, frame options); repeats joined by ', '."""
+    """The engine's headers that pass the allow-list (lower-case names; repeats joined by ', '),
+    minus any its ``Connection`` header declares hop-by-hop."""
     named = connection_named(headers)
-    drop = RESPONSE_DROP | named if named else RESPONSE_DROP
     out: dict[str, str] = {}
     for name, value in headers.items():
         name = name.lower()
-        if name in drop or name.startswith(RESPONSE_DROP_PREFIXES):
+        if not allowed_response_header(name, value) or name in named:
             continue
         out[name] = f"{out[name]}, {value}" if name in out else value
     return out
+
+
+def allowed_response_header(name: str, value: str) -> bool:
+    """Whether an engine's response header (lower-case ``name``) may reach the Jupyter origin."""
+    if name == "location":
+        return relative_location(value)
+    return name in RESPONSE_ALLOW or name.startswith(RESPONSE_ALLOW_PREFIXES)
+
+
+def relative_location(value: str) -> bool:
+    """A redirect that stays below the proxied path: no scheme, no host, no leading slash (that
+    would name a Jupyter page), no backslash, space or control character browsers reinterpret."""
+    if not value or not value.isascii() or any(c <= " " or c in "\\\x7f" for c in value):
+        return False
+    parts = urlsplit(value)
+    return not parts.scheme and not parts.netloc and not value.startswith("/")
 
 
 _PINS: dict[str, aiohttp.Fingerprint] = {}

@@ -38,6 +38,11 @@ Controls (environment variable, or the command-line option in brackets):
                                    {"method", "path", "headers": {lower-case name: value}}
     OSIRE_FAKE_UNHEALTHY_FILE=PATH [--unhealthy-file] while PATH exists, /health answers 503
     OSIRE_FAKE_NO_AUTH=1           [--no-auth]        serve without any key check
+    OSIRE_FAKE_REPLY=TEXT          [--reply]          answer TEXT instead of the ``t<i> `` tokens
+                                   (one stream chunk per word, whitespace kept)
+    OSIRE_FAKE_RESPONSE_HEADERS=JSON [--response-headers] extra headers on every answer, streams
+                                   included: a JSON list of [name, value] pairs (or an object)
+    OSIRE_FAKE_LOG_LINE=TEXT       [--log-line]       one more line printed to stderr at start
     OSIRE_FAKE_DEFAULT_TOKENS=N    default number of tokens when the request gives none (16)
     --ssl-certfile F --ssl-keyfile K   serve HTTPS with that certificate (as vLLM/uvicorn)
 
@@ -52,6 +57,7 @@ import asyncio
 import hmac
 import json
 import os
+import re
 import signal
 import ssl
 import sys
@@ -90,6 +96,9 @@ def parse_args(argv=None):
     p.add_argument("--headers-log", default=_env("OSIRE_FAKE_HEADERS_LOG"))
     p.add_argument("--unhealthy-file", default=_env("OSIRE_FAKE_UNHEALTHY_FILE"))
     p.add_argument("--no-auth", action="store_true", default=_env("OSIRE_FAKE_NO_AUTH", "0") not in ("0", "false"))
+    p.add_argument("--reply", default=_env("OSIRE_FAKE_REPLY"))
+    p.add_argument("--response-headers", default=_env("OSIRE_FAKE_RESPONSE_HEADERS"))
+    p.add_argument("--log-line", default=_env("OSIRE_FAKE_LOG_LINE"))
     p.add_argument("--default-tokens", type=int, default=int(_env("OSIRE_FAKE_DEFAULT_TOKENS", 16)))
     p.add_argument("--ssl-certfile", "--ssl-cert-file", default=None)
     p.add_argument("--ssl-keyfile", "--ssl-key-file", default=None)
@@ -248,6 +257,9 @@ class FakeEngine:
                                     n=self._n_tokens(body, "max_tokens"))
 
     async def _generate(self, request, body, *, chat, prompt_tokens, n):
+        reply = _words(self.args.reply) if self.args.reply is not None else None
+        if reply is not None:
+            n = len(reply)
         model = body.get("model") or self.names[0]
         created = int(time.time())
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
@@ -257,7 +269,7 @@ class FakeEngine:
         if not body.get("stream"):
             if delay:
                 await asyncio.sleep(delay * n)
-            text = "".join(f"t{i} " for i in range(n))
+            text = "".join(reply) if reply is not None else "".join(f"t{i} " for i in range(n))
             if chat:
                 choice = {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None,
                                                   "annotations": None, "audio": None, "function_call": None,
@@ -306,7 +318,8 @@ class FakeEngine:
             for i in range(n):
                 if delay:
                     await asyncio.sleep(delay)
-                await resp.write(head + mid + b'"t%d "' % i + (last if i == n - 1 else tail))
+                token = _dumps(reply[i]).encode() if reply is not None else b'"t%d "' % i
+                await resp.write(head + mid + token + (last if i == n - 1 else tail))
                 if die_after is not None and i + 1 >= die_after:
                     os._exit(1)
             final = b""
@@ -325,8 +338,15 @@ class FakeEngine:
         self.stats["streams_completed"] += 1
         return resp
 
+    async def add_headers(self, request, response):
+        for name, value in self.extra_headers:
+            response.headers.add(name, value)
+
     def app(self):
         app = web.Application(middlewares=[self.gate], client_max_size=64 * 1024 * 1024)
+        self.extra_headers = _header_pairs(self.args.response_headers)
+        if self.extra_headers:
+            app.on_response_prepare.append(self.add_headers)
         r = app.router
         r.add_get("/health", self.health)
         r.add_get("/ping", self.ping)
@@ -345,6 +365,18 @@ class FakeEngine:
 def _error(status, message, kind, param=None):
     return web.Response(status=status, content_type=_JSON, body=_dumps(
         {"error": {"message": message, "type": kind, "param": param, "code": status}}))
+
+
+def _words(text):
+    """``text`` as stream chunks: each word with the whitespace after it."""
+    return re.findall(r"\s*\S+\s*|\s+", text) or [""]
+
+
+def _header_pairs(spec):
+    if not spec:
+        return []
+    given = json.loads(spec)
+    return list(given.items()) if isinstance(given, dict) else [tuple(p) for p in given]
 
 
 def _log(msg):
@@ -382,6 +414,8 @@ async def serve(args):
         loop.create_task(announce())
     else:
         _log("Application startup complete.")
+    if args.log_line:
+        print(args.log_line, file=sys.stderr, flush=True)
     await stop.wait()
     _log("Shutting down")
     await runner.cleanup()

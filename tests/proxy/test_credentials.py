@@ -84,7 +84,7 @@ async def test_static_endpoint_gets_no_jupyter_token_either(server, gate):
 async def test_engine_security_headers_are_not_the_engines_to_set(server, gate):
     gate.headers = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true",
                     "Content-Security-Policy": "script-src *", "X-Frame-Options": "ALLOWALL",
-                    "X-Engine": "kept"}
+                    "X-Request-Id": "kept"}
     server.context.router.source = FakeSource([Endpoint("g", gate.url, ENGINE_KEY, "dep-g", "1")])
     async with aiohttp.ClientSession(headers=server.auth) as session:
         async with session.get(server.url("osire/engines/dep-g/docs")) as r:
@@ -95,7 +95,7 @@ async def test_engine_security_headers_are_not_the_engines_to_set(server, gate):
             policies = r.headers.getall("Content-Security-Policy")
             assert "script-src *" not in policies
             assert any(p.startswith("sandbox") for p in policies), policies
-            assert r.headers["X-Engine"] == "kept"
+            assert r.headers["X-Request-Id"] == "kept"
             assert r.headers["X-Content-Type-Options"] == "nosniff"
 
 
