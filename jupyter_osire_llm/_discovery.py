@@ -12,11 +12,19 @@ First match wins (:func:`discover`):
 
 The URL keeps the server's base URL (``/node/<host>/<port>/`` under Open OnDemand, ``/user/<name>/``
 under JupyterHub). The token is kept out of ``repr``, messages and logs.
+
+Only the user's own runtime files are trusted (as Jupyter writes them: a 0700 runtime folder,
+0600 files, see ``jupyter_core.paths.secure_write``): a folder not owned by the user or writable
+by group or others, and a file that is a symlink, not a regular file, not owned by the user or
+writable by group or others, are skipped with a warning saying why. Otherwise another user could
+plant a ``jpserver-*.json`` whose URL receives the token (the hub token under JupyterHub).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+import stat
 import urllib.parse
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -24,6 +32,8 @@ from typing import Any, Iterable, Optional
 from . import errors
 from ._http import Server, call
 from .errors import OsireError, ServerNotFound
+
+log = logging.getLogger(__name__)
 
 
 def discover(url: Optional[str] = None, token: Optional[str] = None,
@@ -94,18 +104,80 @@ def running_servers(env: Optional[dict[str, str]] = None) -> list[dict[str, Any]
     env = dict(os.environ if env is None else env)
     found: dict[int, dict[str, Any]] = {}
     for folder in runtime_dirs(env):
+        problem = untrusted_dir(folder)
+        if problem:
+            _skip(folder, problem)
+            continue
         for path in sorted(folder.glob("jpserver-*.json")):
+            read = _read_own_file(path)
+            if read is None:
+                continue
+            text, mtime = read
             try:
-                info = json.loads(path.read_text())
+                info = json.loads(text)
                 pid = int(info["pid"])
                 info["url"]
-            except (OSError, ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError):
                 continue
             if pid in found or info.get("sock") or not _alive(pid):
                 continue
-            info["_mtime"] = path.stat().st_mtime
+            info["_mtime"] = mtime
             found[pid] = info
     return list(found.values())
+
+
+def untrusted_dir(folder: Path) -> Optional[str]:
+    """Why the runtime folder cannot be trusted (None: it can, or it does not exist)."""
+    try:
+        st = folder.stat()
+    except OSError:
+        return None                     # nothing to read there
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a folder"
+    return _foreign(st)
+
+
+def _read_own_file(path: Path) -> Optional[tuple[str, float]]:
+    """The text and mtime of a runtime file that only this user can have written (None, with
+    a warning, for any other; None quietly for one that went away)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(
+            os, "O_NONBLOCK", 0))
+    except OSError:
+        if path.is_symlink():
+            _skip(path, "a symlink (Jupyter writes none)")
+        return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        problem = "not a regular file" if not stat.S_ISREG(st.st_mode) else _foreign(st)
+        if problem:
+            _skip(path, problem)
+            return None
+        try:
+            return f.read(1 << 20).decode("utf-8", "replace"), st.st_mtime
+        except OSError:
+            return None
+
+
+def _foreign(st: os.stat_result) -> Optional[str]:
+    """Why a file or folder with this status may hold what another user wrote."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    if uid is not None and st.st_uid != uid:
+        return f"owned by uid {st.st_uid}, not by you (uid {uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by {'others' if st.st_mode & stat.S_IWOTH else 'its group'} " \
+               f"(mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _skip(path: Path, why: str) -> None:
+    """Say once per process why a runtime folder or file was not trusted (never its content)."""
+    if (str(path), why) not in _warned:
+        _warned.add((str(path), why))
+        log.warning("jupyter-osire-llm: ignoring %s: %s", path, why)
 
 
 def _choose(servers: list[dict[str, Any]], env: dict[str, str]

@@ -28,11 +28,14 @@ def sleepers():
 
 
 def runtime_file(folder, pid, port, base_url="/", root_dir="/", token="tok", age=0.0):
-    folder.mkdir(parents=True, exist_ok=True)
+    """As Jupyter writes it: a 0700 folder, a 0600 file (``jupyter_core.paths.secure_write``)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
     path = folder / f"jpserver-{pid}.json"
     path.write_text(json.dumps({
         "url": f"http://127.0.0.1:{port}{base_url}", "base_url": base_url, "port": port,
         "pid": pid, "token": token, "root_dir": str(root_dir), "secure": False, "sock": ""}))
+    path.chmod(0o600)
     stamp = time.time() - age
     os.utime(path, (stamp, stamp))
     return path
@@ -124,6 +127,64 @@ def test_url_given_takes_the_token_of_that_server(tmp_path, sleepers):
     runtime_file(tmp_path, sleepers[1], 2222, token="two")
     assert discover(url="http://127.0.0.1:2222", env=env_with(tmp_path)).token == "two"
     assert discover(url="http://127.0.0.1:5555", env=env_with(tmp_path)).token == ""
+
+
+NOBODY = 65534          # tests run as root: a file chowned to nobody is another user's
+ANA = "/user/ana/"      # the base URL of both the user's server and the planted one
+
+
+def plant(kind, runtime, pid, elsewhere):
+    """A runtime file another user could have written, newer than the user's own."""
+    if kind == "symlink":
+        target = runtime_file(elsewhere, pid, 6666, ANA, token="planted")
+        os.chown(target, NOBODY, NOBODY)
+        (runtime / f"jpserver-{pid}.json").symlink_to(target)
+        return
+    path = runtime_file(runtime, pid, 6666, ANA, token="planted")
+    if kind == "world-writable":
+        path.chmod(0o666)
+    elif kind == "group-writable":
+        path.chmod(0o620)
+    elif kind == "another-users":
+        os.chown(path, NOBODY, NOBODY)
+
+
+needs_root = pytest.mark.skipif(os.getuid() != 0, reason="chown to another user needs root")
+
+
+@needs_root
+@pytest.mark.parametrize("kind", ["world-writable", "group-writable", "another-users",
+                                  "symlink"])
+def test_a_runtime_file_another_user_could_write_is_ignored(tmp_path, sleepers, kind, caplog):
+    runtime = tmp_path / "runtime"
+    runtime_file(runtime, sleepers[0], 1111, ANA, token="mine", age=60)
+    plant(kind, runtime, sleepers[1], tmp_path / "elsewhere")
+    caplog.set_level("WARNING", logger="jupyter_osire_llm._discovery")
+    s = discover(env=env_with(runtime))
+    assert (s.url, s.token, s.source) == ("http://127.0.0.1:1111/user/ana/", "mine",
+                                          "the only running server")
+    # Under JupyterHub, the hub token never goes to the URL of a planted file either.
+    hub = discover(env=env_with(runtime, JUPYTERHUB_API_TOKEN="hubtok",
+                                JUPYTERHUB_SERVICE_PREFIX=ANA))
+    assert (hub.url, hub.token) == ("http://127.0.0.1:1111/user/ana/", "hubtok")
+    said = caplog.text
+    assert f"jpserver-{sleepers[1]}.json" in said and "planted" not in said
+    assert {"world-writable": "writable by others", "group-writable": "writable by its group",
+            "another-users": f"owned by uid {NOBODY}", "symlink": "a symlink"}[kind] in said
+
+
+@needs_root
+@pytest.mark.parametrize("kind", ["world-writable", "another-users"])
+def test_a_runtime_folder_another_user_could_write_is_ignored(tmp_path, sleepers, kind, caplog):
+    runtime = tmp_path / "runtime"
+    runtime_file(runtime, sleepers[0], 1111, token="mine")
+    if kind == "world-writable":
+        runtime.chmod(0o777)
+    else:
+        os.chown(runtime, NOBODY, NOBODY)
+    with pytest.raises(ServerNotFound):
+        discover(env=env_with(runtime))
+    assert str(runtime) in caplog.text and "mine" not in caplog.text
 
 
 def test_server_errors_become_the_projects_exceptions():
