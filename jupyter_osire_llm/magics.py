@@ -15,7 +15,9 @@
 
     %%osire chat MODEL [--max-tokens N] [--temperature T] [--system TEXT] [--continue] [--out NAME]
     The cell is the user's message ({name} is replaced by the variable, {{ }} is a brace);
-    the answer streams in, then shows as Markdown, and is kept in ``_osire_answer``.
+    the answer streams in as plain text and is kept in ``_osire_answer``. Model text is data:
+    it is never shown as Markdown or HTML, so no markup in it renders or runs, now or when the
+    saved notebook is opened (``IPython.display.Markdown(_osire_answer)`` if you trust it).
 
 Kernel side only: imports IPython, the client and (for chat) ``openai``; never jupyter_server.
 """
@@ -322,7 +324,8 @@ class _Line:
 
 
 class _Stream:
-    """The answer as it arrives (one updating display in a notebook), then as Markdown."""
+    """The answer as it arrives, one updating display in a notebook: plain text only (a model's
+    answer is data; a text/markdown or text/html bundle would let its markup run as the user)."""
 
     def __init__(self, shell: Any) -> None:
         self.kernel = _in_kernel(shell)
@@ -342,13 +345,12 @@ class _Stream:
             self.handle.update({"text/plain": self.text}, raw=True)
 
     def finish(self, reply: str, interrupted: bool = False) -> None:
-        note = "\n\n*(interrupted)*" if interrupted else ""
         if not self.kernel:
             sys.stdout.write(("\n(interrupted)" if interrupted else "") + "\n")
             sys.stdout.flush()
             return
         from IPython.display import display
-        bundle = {"text/markdown": reply + note, "text/plain": reply + note.replace("*", "")}
+        bundle = {"text/plain": reply + ("\n\n(interrupted)" if interrupted else "")}
         if self.handle is None:
             display(bundle, raw=True)
         else:
