@@ -19,7 +19,7 @@ from .errors import AuthenticationFailed, OsireError, ServerUnreachable
 
 
 # Request headers that carry the caller's credentials: never sent to another origin.
-CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization", "X-Xsrftoken")
+CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization", "x-xsrftoken")
 
 
 def origin(url: str) -> tuple[str, str, Optional[int]]:
@@ -40,8 +40,8 @@ class _SameOriginCredentials(urllib.request.HTTPRedirectHandler):
                          headers: Any, newurl: str) -> Optional[urllib.request.Request]:
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and origin(new.full_url) != origin(req.full_url):
-            for name in CREDENTIAL_HEADERS:
-                new.remove_header(name)
+            for name in [h for h in new.header_items() if h[0].lower() in CREDENTIAL_HEADERS]:
+                new.remove_header(name[0])
         return new
 
 
