@@ -172,3 +172,23 @@ export class StreamStats {
     return seconds > 0 ? (this.tokens - 1) / seconds : null;
   }
 }
+
+/**
+ * A model's answer made safe for JupyterLab's Markdown renderer: Markdown stays Markdown, but
+ * no markup of the model's own can render or run. Every `<` and `&` becomes an entity (no raw
+ * HTML can reach the page, whatever the Markdown parser decides is code) and `![` becomes `&#33;[`
+ * (an image would load a URL the model chose, with no click: a link is shown instead).
+ */
+export function inertMarkdown(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/!\[/g, '&#33;[');
+}
+
+const VERBATIM: Record<string, string> = { amp: '&', lt: '<', '#33': '!' };
+
+/**
+ * What `inertMarkdown` changed, put back in text the renderer shows verbatim (code spans and
+ * blocks show entities as written); to be set as text, never as HTML.
+ */
+export function restoreVerbatim(text: string): string {
+  return text.replace(/&(amp|lt|#33);/g, (_, name: string) => VERBATIM[name]);
+}

@@ -1,8 +1,9 @@
 /**
  * The playground: a main-area tab to chat with one ready deployment. It calls
  * `<base>/osire/v1/chat/completions` as any OpenAI client does (streamed, Jupyter auth), shows
- * the answer as it arrives rendered as Markdown by JupyterLab's own renderer, and the time to
- * first token and tokens per second. Enter sends, Shift+Enter adds a line, Escape stops.
+ * the answer as it arrives rendered as Markdown by JupyterLab's own renderer (with no raw HTML
+ * or images of the model's: see `inertMarkdown`), and the time to first token and tokens per
+ * second. Enter sends, Shift+Enter adds a line, Escape stops.
  */
 import { MainAreaWidget, Notification } from '@jupyterlab/apputils';
 import { IRenderMimeRegistry, MimeModel } from '@jupyterlab/rendermime';
@@ -19,7 +20,9 @@ import {
   SseParser,
   StreamStats,
   chatRequestBody,
-  readChunk
+  inertMarkdown,
+  readChunk,
+  restoreVerbatim
 } from './chat';
 import { osireIcon } from './icon';
 import { OsireModel } from './model';
@@ -453,7 +456,11 @@ function Turn(props: {
   );
 }
 
-/** Markdown rendered by JupyterLab's renderer (sanitized), re-rendered as text streams in. */
+/**
+ * A model's Markdown rendered by JupyterLab's renderer, re-rendered as text streams in. The text
+ * is data: it goes through `inertMarkdown` (no HTML, no image of its own ever renders or runs;
+ * the renderer's sanitizer is a second wall) and code spans and blocks get their text back.
+ */
 function Markdown(props: { text: string; rendermime: IRenderMimeRegistry }): JSX.Element {
   const host = React.useRef<HTMLDivElement>(null);
   const renderer = React.useRef<IRenderMime.IRenderer | null>(null);
@@ -482,8 +489,9 @@ function Markdown(props: { text: string; rendermime: IRenderMimeRegistry }): JSX
         s.pending = null;
         try {
           await renderer.current.renderModel(
-            new MimeModel({ data: { 'text/markdown': text }, trusted: false })
+            new MimeModel({ data: { 'text/markdown': inertMarkdown(text) }, trusted: false })
           );
+          restoreCode(renderer.current.node);
         } catch {
           break;
         }
@@ -494,4 +502,15 @@ function Markdown(props: { text: string; rendermime: IRenderMimeRegistry }): JSX
   }, [props.text]);
 
   return <div ref={host} className="jp-OsirePlayground-markdown" />;
+}
+
+/** Code shows entities as written: put back what `inertMarkdown` changed, as text. */
+function restoreCode(node: HTMLElement): void {
+  node.querySelectorAll('code').forEach(code => {
+    const shown = code.textContent ?? '';
+    const restored = restoreVerbatim(shown);
+    if (restored !== shown) {
+      code.textContent = restored;
+    }
+  });
 }

@@ -82,3 +82,16 @@ test('request body: system prompt first, streaming with usage', () => {
   const noSystem = c.chatRequestBody({ model: 'm', system: ' ', temperature: 0, maxTokens: 1 }, []);
   assert.deepEqual(noSystem.messages, []);
 });
+
+test('model text: no raw HTML and no image reaches the Markdown renderer; code shows as sent', () => {
+  const reply = 'Hi <img src=x onerror="window.__pwned=1"> & <script>x()</script> ![t](https://e/x.png)';
+  const inert = c.inertMarkdown(reply);
+  assert.ok(!inert.includes('<'), inert);
+  assert.ok(!inert.includes('!['), inert);
+  assert.equal(inert, 'Hi &lt;img src=x onerror="window.__pwned=1"> &amp; &lt;script>x()&lt;/script> &#33;[t](https://e/x.png)');
+  assert.equal(c.restoreVerbatim(inert), reply);
+  // Text that already held entities comes back as it was, not decoded one step further.
+  for (const code of ['a &lt; b && c', 'x = "&#33;["', '&amp;lt;', 'if a<b: pass']) {
+    assert.equal(c.restoreVerbatim(c.inertMarkdown(code)), code);
+  }
+});

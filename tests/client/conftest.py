@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 import yaml
 
+import hostile
+
 from lifecycle_catalog import write_catalog
 from server_process import JupyterServer
 
@@ -24,7 +26,8 @@ DISCOVERY_ENV = ("OSIRE_URL", "OSIRE_TOKEN", "OSIRE_TOKEN_FILE", "JUPYTERHUB_API
 def write_client_catalog(path: Path) -> Path:
     """The lifecycle tests' fake engine (its engine block, whatever it needs today) with models
     of our own: fake-chat streams one chunk per token with a small pause, so a stream is seen as
-    one; fake-never-ready never gets healthy; fake-crash exits at start."""
+    one; fake-never-ready never gets healthy; fake-crash exits at start; fake-html answers and
+    logs markup (tests/hostile.py)."""
     base = yaml.safe_load(write_catalog(path).read_text())
     engine = next(iter(base["engines"]))
     resources = {"time": "00:10:00", "cpus": 1}
@@ -38,6 +41,9 @@ def write_client_catalog(path: Path) -> Path:
         {"name": "fake-crash", "model": "/models/fake", "engine": engine,
          "description": "an engine that exits at start", "resources": resources,
          "env": {"OSIRE_FAKE_EXIT_AT_START": "3"}},
+        {"name": "fake-html", "model": "/models/fake", "engine": engine,
+         "description": "an engine whose answer and log carry HTML and script",
+         "resources": resources, "env": dict(hostile.ENV)},
     ]
     path.write_text(yaml.safe_dump({"engines": base["engines"], "models": models}))
     return path

@@ -47,7 +47,7 @@ def test_models_ps_url_status(server):
     text = osire(server, "models")
     assert text.returncode == 0 and "fake-chat" in text.stdout and "MODEL" in text.stdout
     names = [m["name"] for m in as_json(osire(server, "models", "--json"))["models"]]
-    assert names == ["fake-chat", "fake-never-ready", "fake-crash"]
+    assert names == ["fake-chat", "fake-never-ready", "fake-crash", "fake-html"]
     assert "deployments" in as_json(osire(server, "ps", "--json"))
     url = osire(server, "url")
     assert url.returncode == 0 and url.stdout.strip() == server.url + "osire/v1"

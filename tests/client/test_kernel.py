@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+import hostile
 from conftest import Kernel, errors_of, outputs, start_server, stop_server, text_of
 
 pytestmark = pytest.mark.timeout(400)
@@ -72,7 +73,7 @@ def test_notebook_on_slurm(slurm_cluster, tmp_path):
         assert len(updates) >= 4, updates                   # it streamed, chunk after chunk
         assert all(b.startswith(a) for a, b in zip(updates, updates[1:]))
         final = shown[-1]["content"]["data"]
-        assert final["text/markdown"].strip() == "t0 t1 t2 t3 t4 t5"
+        assert final == {"text/plain": "t0 t1 t2 t3 t4 t5 "}   # data, never markup
         assert len({m["content"]["transient"]["display_id"] for m in shown}) == 1
 
         state = run_ok(kernel, "print(repr(_osire_answer)); "
@@ -120,6 +121,42 @@ def test_notebook_on_slurm(slurm_cluster, tmp_path):
         code, listing = server.request("GET", "osire/api/deployments")
         deployment_id = listing["deployments"][0]["id"]
         assert server.wait_state(deployment_id, {"stopped"})["state"] == "stopped"
+    finally:
+        if kernel:
+            kernel.close()
+        stop_server(server)
+
+
+def rich_markup(messages):
+    """Every rich (non text/plain) output of these messages that carries markup unescaped."""
+    rich = [(m["msg_type"], mime, value)
+            for m in outputs(messages, "display_data", "update_display_data", "execute_result")
+            for mime, value in m["content"]["data"].items() if mime != "text/plain"]
+    return [r for r in rich if any(tag in str(r[2]) for tag in hostile.MARKUP)]
+
+
+def test_model_answer_and_engine_log_are_data_never_markup(tmp_path):
+    """An answer carrying <img onerror>, <script>, Markdown and an image reaches the notebook as
+    text/plain only (JupyterLab renders that as text, now and when the saved notebook opens);
+    so does a log line carrying HTML."""
+    server = start_server(tmp_path, "local")
+    kernel = None
+    try:
+        kernel = Kernel(server)
+        run_ok(kernel, "%load_ext jupyter_osire_llm")
+        run_ok(kernel, "%osire launch fake-html --wait --timeout 150", timeout=180)
+        chat = run_ok(kernel, "%%osire chat fake-html\nShow me some HTML", timeout=60)
+        shown = outputs(chat, "display_data", "update_display_data")
+        assert shown, text_of(chat)
+        assert [m["content"]["data"] for m in shown][-1] == {"text/plain": hostile.REPLY}
+        assert all(set(m["content"]["data"]) == {"text/plain"} for m in shown), shown
+        assert not rich_markup(chat)
+        answer = run_ok(kernel, "print(_osire_answer == " + repr(hostile.REPLY) + ")")
+        assert stdout_of(answer).strip() == "True"       # the variable keeps the text as sent
+        logs = run_ok(kernel, "%osire logs fake-html --tail 50")
+        assert hostile.LOG_LINE in stdout_of(logs) and not rich_markup(logs)
+        listing = run_ok(kernel, "%osire ps")
+        assert not rich_markup(listing)
     finally:
         if kernel:
             kernel.close()
