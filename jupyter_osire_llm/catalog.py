@@ -81,6 +81,8 @@ class ModelEntry:
     setup: str = ""
     idle_timeout: Optional[float] = None   # seconds; None: the site's (idle_timeout); 0: never
     pinned: bool = False                   # exempt from idle shutdown
+    startup_timeout: Optional[float] = None  # seconds a running job may take to become ready;
+    #                                          None: the site's (startup_timeout)
 
     def public(self) -> dict[str, Any]:
         """What users see: no engine internals, env or setup lines."""
@@ -92,6 +94,8 @@ class ModelEntry:
             doc["idle_timeout"] = self.idle_timeout
         if self.pinned:
             doc["pinned"] = True
+        if self.startup_timeout is not None:
+            doc["startup_timeout"] = self.startup_timeout
         if self.engine.weaknesses:
             doc["insecure"] = self.engine.weaknesses
         return doc
@@ -227,7 +231,7 @@ def _parse_model(item: Any, engines: Mapping[str, Engine]) -> ModelEntry:
     if not isinstance(item, Mapping):
         raise ValueError("must be a mapping")
     _no_unknown(item, {"name", "model", "engine", "description", "resources", "engine_args",
-                       "env", "setup", "idle_timeout", "pinned"})
+                       "env", "setup", "idle_timeout", "pinned", "startup_timeout"})
     name = item.get("name")
     if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
         raise ValueError(f"'name' {name!r} must be 1-128 of letters, digits, '_.:/-'")
@@ -241,6 +245,12 @@ def _parse_model(item: Any, engines: Mapping[str, Engine]) -> ModelEntry:
         raise ValueError(f"'idle_timeout' must be seconds (0: never), got {idle_timeout!r}")
     if not isinstance(item.get("pinned", False), bool):
         raise ValueError("'pinned' must be true or false")
+    startup_timeout = item.get("startup_timeout")
+    if startup_timeout is not None and (isinstance(startup_timeout, bool) or
+                                        not isinstance(startup_timeout, (int, float)) or
+                                        startup_timeout <= 0):
+        raise ValueError(f"'startup_timeout' must be seconds, more than 0 (a replica not ready "
+                         f"by then is stopped), got {startup_timeout!r}")
     engine_name = item.get("engine", "vllm")
     if engine_name not in engines:
         raise ValueError(f"engine {engine_name!r} is not defined under 'engines'")
@@ -250,7 +260,8 @@ def _parse_model(item: Any, engines: Mapping[str, Engine]) -> ModelEntry:
                       engine_args=_engine_args(item.get("engine_args")),
                       env=_env(item.get("env")), setup=_text(item, "setup"),
                       idle_timeout=None if idle_timeout is None else float(idle_timeout),
-                      pinned=item.get("pinned", False))
+                      pinned=item.get("pinned", False),
+                      startup_timeout=None if startup_timeout is None else float(startup_timeout))
 
 
 def _engine_args(raw: Any) -> dict[str, Any]:

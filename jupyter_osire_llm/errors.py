@@ -3,11 +3,13 @@
     OsireError
     ├── ConfigError            site configuration or catalog is unusable
     ├── RequestError           a caller's input is wrong (HTTP 400)
-    │   └── LimitExceeded      valid, but over a site limit (HTTP 400)
-    │       └── RequestTooLarge    body over the proxy's limit (HTTP 413)
+    │   ├── LimitExceeded      valid, but over a site limit (HTTP 400)
+    │   │   └── RequestTooLarge    body over the proxy's limit (HTTP 413)
+    │   └── MethodNotAllowed   a method the route does not take (HTTP 405, Allow)
     ├── NotFound               unknown model, deployment or route (HTTP 404)
     ├── Conflict               the request clashes with current state (HTTP 409)
     ├── StoreError             the state file cannot be read or written (full disk) (HTTP 503)
+    ├── LeaseLost              this server stopped watching the scheduler mid-cycle (HTTP 409)
     ├── SchedulerError         the batch system failed us (HTTP 503)
     │   ├── SchedulerUnavailable   command missing, controller down
     │   ├── SchedulerTimeout       a command did not answer in time
@@ -70,6 +72,15 @@ class RequestTooLarge(LimitExceeded):
     code = "request_too_large"
 
 
+class MethodNotAllowed(RequestError):
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: str, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.allow = allow
+
+
 class NotFound(OsireError):
     status = 404
     type = "invalid_request_error"
@@ -86,6 +97,14 @@ class StoreError(OsireError):
     status = 503
     type = "server_error"
     code = "state_unavailable"
+
+
+class LeaseLost(OsireError):
+    """A watch cycle outlived its lease (a slow ``squeue``, a slow state file): another server
+    of this user may have taken over, so this one does not act on what it observed."""
+    status = 409
+    type = "server_error"
+    code = "lease_lost"
 
 
 class SchedulerError(OsireError):

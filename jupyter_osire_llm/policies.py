@@ -23,19 +23,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional
 
 from .deployments import DeploymentService
-from .errors import (Conflict, LimitExceeded, ModelNotReady, NotFound, OsireError, RequestError)
+from .errors import (Conflict, LeaseLost, LimitExceeded, ModelNotReady, NotFound, OsireError,
+                     RequestError)
 from .router import Router, not_ready
 from .schedulers.base import JobState
 from .spec import time_to_minutes
-from .states import QUEUED, READY, STARTING, Deployment, Replica
+from .states import FAILED, QUEUED, READY, STARTING, Deployment, Replica
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 300.0
+STARTUP_DEADLINE = "not ready after "   # the reason a start-up deadline gives
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class PolicyConfig:
     persist_every: float = 60.0         # most often last_used is written to the shared state
     drain_grace: float = 3.0            # a retired replica gets no request this long before
     drain_timeout: float = 600.0        # its cancel; cancelled anyway after drain_timeout
+    startup_timeout: float = 1800.0     # seconds a running job may take to become ready
 
 
 class Policies:
@@ -60,6 +64,7 @@ class Policies:
         self._written: dict[str, float] = {}          # when this server last wrote last_used
         self._retry_at: dict[tuple[str, int], float] = {}   # a resubmission that failed
         self._on_demand: dict[str, asyncio.Lock] = {}
+        self._submit_failures: dict[str, list[tuple[float, str]]] = {}   # launches refused
         service.on_failure = self.on_failure
 
     # -- launch options ----------------------------------------------------------------------
@@ -102,6 +107,14 @@ class Policies:
         if entry is not None and entry.idle_timeout is not None:
             return entry.idle_timeout
         return self.config.idle_timeout
+
+    def startup_timeout(self, d: Deployment) -> float:
+        """Seconds a replica's job may run before its engine is ready: the catalog entry's,
+        else the site's."""
+        entry = self.service.catalog.models.get(d.model)
+        if entry is not None and entry.startup_timeout is not None:
+            return entry.startup_timeout
+        return self.config.startup_timeout
 
     def pinned(self, d: Deployment) -> bool:
         entry = self.service.catalog.models.get(d.model)
@@ -192,14 +205,17 @@ class Policies:
                             not self.service.submitting(d.id):
                         await self.service.end_waiting(d.id, d.stop_reason or "stopped by user")
                     continue
-                if not d.live:
+                if not d.live or self.service.elsewhere(d):   # another scheduler's jobs
                     continue
                 await self._restarts(d)
                 await self._renewals(self.service.get(d.id))
+                await self._startup_deadlines(self.service.get(d.id))
                 await self._drains(self.service.get(d.id))
                 await self._idle(self.service.get(d.id))
             except NotFound:
                 continue
+            except LeaseLost:   # this server no longer watches: the monitor stops the cycle
+                raise
             except OsireError as exc:
                 log.warning("lifecycle policy for deployment %s: %s", d.id, exc.message)
 
@@ -271,6 +287,26 @@ class Policies:
                     since >= self.config.drain_timeout:
                 await self.service.cancel_replica(d.id, r.index)
 
+    async def _startup_deadlines(self, d: Deployment) -> None:
+        """Stop replicas whose job has run ``startup_timeout`` s (counted from the job's start,
+        not while it is queued) without the engine becoming ready: the whole deployment when
+        none of its replicas serves, else those replicas alone (drained and cancelled)."""
+        if not d.live or d.stop_requested:
+            return
+        timeout, now = self.startup_timeout(d), self.clock()
+        late = [r.index for r in d.replicas if r.active and r.job_id and r.state == STARTING
+                and r.started_at and now - r.started_at >= timeout]
+        if not late:
+            return
+        reason = f"{STARTUP_DEADLINE}{_duration(timeout)} (start-up deadline, counted from the " \
+                 "job's start)"
+        log.warning("deployment %s (%s): replica(s) %s %s: stopping", d.id, d.model, late,
+                    reason)
+        if all(r.index in late for r in d.replicas if r.active):
+            await self.service.stop(d.id, reason=reason)
+        else:
+            await self.service.retire(d.id, late, reason)
+
     async def _idle(self, d: Deployment) -> None:
         timeout = self.idle_timeout(d)
         if not timeout or self.pinned(d) or d.state != READY:
@@ -328,14 +364,9 @@ class Policies:
                 await self.service.refresh()
                 if self.service.model_status(model) is None and \
                         not self.router.candidates(model):
-                    try:
-                        d = await self.service.launch(model)
-                    except LimitExceeded as exc:
-                        raise LimitExceeded(f"model {model!r} is not running and cannot be "
-                                            f"launched on demand: {exc.message}",
-                                            field=exc.field) from exc
+                    self._hold_failing(model)
+                    await self._launch_on_demand(model)
                     launched = True
-                    log.info("launched %s on demand (deployment %s)", model, d.id)
         deadline = self.clock() + self.config.launch_on_demand_wait
         while not self.router.candidates(model):
             status = self.service.model_status(model)
@@ -348,6 +379,61 @@ class Policies:
                 raise ModelNotReady(f"{error.message}; {how}", retry_after=error.retry_after,
                                     **error.extra)
             await asyncio.sleep(0.25)
+
+    async def _launch_on_demand(self, model: str) -> None:
+        try:
+            d = await self.service.launch(model)
+        except LimitExceeded as exc:
+            raise LimitExceeded(f"model {model!r} is not running and cannot be launched on "
+                                f"demand: {exc.message}", field=exc.field) from exc
+        except OsireError as exc:   # not submitted (sbatch refused it): counts as a failure
+            self._submit_failures.setdefault(model, []).append(
+                (self.clock(), f"not submitted: {exc.message}"))
+            raise
+        self._submit_failures.pop(model, None)
+        log.info("launched %s on demand (deployment %s)", model, d.id)
+
+    def start_failures(self, model: str) -> list[tuple[float, str]]:
+        """(when, why) of the launches of ``model`` that failed at start-up in a row, newest
+        first: deployments that ended without a replica ever ready (the shared state, so every
+        server and a restarted one count them) and this server's submissions that failed."""
+        failed: list[tuple[float, str]] = []
+        for d in sorted((d for d in self.service.all() if d.model == model),
+                        key=lambda d: d.created, reverse=True):
+            if not _failed_at_start(d):
+                break
+            failed.append((d.updated, str(d.reason)))
+        failed += self._submit_failures.get(model, [])
+        return sorted(failed, reverse=True)
+
+    def _hold_failing(self, model: str) -> None:
+        """Raise when launch on demand must not launch ``model`` now: after ``n`` failed
+        start-ups in a row it waits ``restart_backoff * 2**(n-1)`` s (at most 300), and after
+        ``max_restarts + 1`` it launches it no more (until a launch by hand becomes ready)."""
+        failures = self.start_failures(model)
+        if not failures:
+            return
+        (last_at, reason), count, limit = failures[0], len(failures), self.config.max_restarts
+        said = f"model {model!r} failed at start-up {count} time(s) in a row (last: {reason})"
+        if count > limit:
+            raise Conflict(f"{said}; it is not launched on demand again: fix the cause, then "
+                           "launch it by hand (sidebar, %osire launch or POST "
+                           "/osire/api/deployments)", field="model", state="failed",
+                           failures=count)
+        retry_at = last_at + min(self.config.restart_backoff * 2 ** (count - 1), MAX_BACKOFF)
+        wait = retry_at - self.clock()
+        if wait > 0:
+            raise ModelNotReady(f"{said}; launch on demand tries it again in {math.ceil(wait)} "
+                                f"s (try {count + 1} of {limit + 1})",
+                                retry_after=math.ceil(wait), state="failed", failures=count)
+
+
+def _failed_at_start(d: Deployment) -> bool:
+    """Ended without ever serving, and nobody stopped it: failed (or aborted) at start-up,
+    or stopped by its start-up deadline."""
+    if d.live or any(r.ready_at for r in d.replicas):
+        return False
+    return d.state == FAILED or (d.stop_reason or "").startswith(STARTUP_DEADLINE)
 
 
 def _ended_on_purpose(r: Replica) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from ..errors import ModelNotReady, OsireError, RequestError
+from ..errors import MethodNotAllowed, ModelNotReady, OsireError, RequestError
 from ..context import OsireContext
 
 
@@ -34,6 +34,10 @@ class OsireHandler(APIHandler):
         """A deployment as the API shows it, with its lifecycle policy state."""
         now = time.time()
         doc = deployment.to_json(now)
+        elsewhere = self.osire.service.elsewhere(deployment)
+        if elsewhere:   # another backend's or cluster's jobs: this server leaves them alone
+            doc["elsewhere"] = elsewhere
+            doc["reason"] = elsewhere + (f" ({doc['reason']})" if doc.get("reason") else "")
         if self.osire.policies is not None:
             doc["policy"] = self.osire.policies.view(deployment, now)
         return doc
@@ -49,6 +53,8 @@ class OsireHandler(APIHandler):
             self.set_status(exc.status)
             if isinstance(exc, ModelNotReady):
                 self.set_header("Retry-After", str(exc.retry_after))
+            if isinstance(exc, MethodNotAllowed):
+                self.set_header("Allow", exc.allow)
             payload = exc.to_openai()
         else:
             message = self._reason

@@ -15,7 +15,8 @@ from tornado import httputil, web
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
-from ..errors import OsireError, RequestError, RequestTooLarge, UpstreamError
+from ..errors import (MethodNotAllowed, OsireError, RequestError, RequestTooLarge,
+                      UpstreamError)
 from ..proxy import ENGINE_CSP, UpstreamResponse, upstream_query
 from .base import OsireHandler
 
@@ -114,7 +115,11 @@ class _RelayHandler(OsireHandler):
 
 
 class OpenAIHandler(_RelayHandler):
-    """Any /osire/v1/<path>, routed by ``model`` (JSON body or query) to a ready replica."""
+    """Any /osire/v1/<path>, routed by ``model`` (JSON body or query) to a ready replica.
+
+    POST only, as the OpenAI API's inference routes: a GET (a link, an image tag on another
+    site, a prefetch) never reaches an engine nor launches a model on demand. The routes that
+    are read with GET (models, files, batches) have their own handlers."""
 
     @web.authenticated
     async def post(self, path: str) -> None:
@@ -134,7 +139,13 @@ class OpenAIHandler(_RelayHandler):
         await self.relay(lambda: self.osire.proxy.for_model(
             model, payload, body, self.request.method, upstream_path, self.request.headers))
 
-    get = put = patch = delete = post
+    @web.authenticated
+    def get(self, path: str) -> None:
+        raise MethodNotAllowed(f"{self.request.method} is not allowed on /osire/v1/{path}: "
+                               "OpenAI inference routes take POST", field="method",
+                               allow="POST")
+
+    head = put = patch = delete = get
 
 
 class EngineHandler(_RelayHandler):
