@@ -65,6 +65,11 @@ class OsireLLM(ExtensionApp):
                                   "queries while jobs merely wait or run (the monitor backs off "
                                   "to it; engines that start are noticed from their own "
                                   "endpoint files and health checks, not by faster polling).")
+    monitor_lease_ttl = Float(20.0, config=True, help="Seconds the watching server's lease lasts "
+                              "without renewal (renewed every quarter of it, at most every 5 s): "
+                              "another Jupyter server of the user takes over watching after "
+                              "that, and a watch cycle with less than a renewal interval of its "
+                              "lease left does not act on what it saw.")
     static_endpoints = Dict(config=True, help="Models served outside Slurm: {name: {'url': ..., "
                             "'api_key': ..., 'model': <upstream name, optional>}}.")
     proxy_max_body_size = Int(32 * 1024 * 1024, config=True, help="Largest request body (bytes).")
@@ -126,6 +131,12 @@ class OsireLLM(ExtensionApp):
             raise TraitError("OsireLLM.startup_timeout must be more than 0 seconds (a replica "
                              "that never becomes ready would hold its GPUs until its time "
                              "limit)")
+        return proposal["value"]
+
+    @validate("monitor_lease_ttl")
+    def _check_lease_ttl(self, proposal: dict) -> float:
+        if proposal["value"] <= 0:
+            raise TraitError("OsireLLM.monitor_lease_ttl must be more than 0 seconds")
         return proposal["value"]
 
     @validate("allowed_partitions", "allowed_accounts")
@@ -205,7 +216,8 @@ class OsireLLM(ExtensionApp):
             concurrency=max(1, self.batch_concurrency), max_file_size=self.max_batch_file_size)
         monitor = Monitor(service, scheduler, fast_interval=self.monitor_fast_interval,
                           slow_interval=self.monitor_slow_interval,
-                          readiness_timeout=self.readiness_timeout)
+                          readiness_timeout=self.readiness_timeout,
+                          lease_ttl=self.monitor_lease_ttl)
         context = OsireContext(version=__version__, scheduler=scheduler, scheduler_reason=why,
                                catalog=catalog, service=service, monitor=monitor,
                                batches=batches)

@@ -29,11 +29,11 @@ from .errors import (ConfigError, Conflict, NotFound, OsireError, RequestError, 
 from .logtail import read_tail
 from .private_folder import private_folder
 from .render import ScriptContext, ScriptRenderer
-from .schedulers.base import Job, JobInfo, JobRequest, JobState, Resources, Scheduler
+from .schedulers.base import Job, JobInfo, JobOwner, JobRequest, JobState, Resources, Scheduler
 from .spec import SiteLimits, job_gpus, parse_resources
 from .states import (FAILED, QUEUED, READY, STARTING, STOPPED, STOPPING, Deployment, Replica,
                      apply_job_info, deployment_state)
-from .store import Holdings, Store
+from .store import FENCE, Holdings, Store
 from .usage import deployment_gpus, gpus_in_use, resources_gpus
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,9 @@ class DeploymentService:
         self._launching: set[str] = set()         # deployments this server is submitting
         self._cancelled_at: dict[tuple[str, int], float] = {}   # last cancel sent, per replica
         self._lock: Optional[asyncio.Lock] = None
+        self.owner: JobOwner = scheduler.owner()   # the backend and cluster our jobs run on
         for deployment in self.store.load_all():
-            self._adopt(deployment)
+            self._adopt(self._with_owner(deployment))
         self._prune_finished_now()
 
     # -- queries ---------------------------------------------------------------------------
@@ -131,7 +132,8 @@ class DeploymentService:
         deployment = Deployment(
             id=deployment_id, model=model, created=self.clock(), updated=self.clock(),
             resources={k: v for k, v in vars(wanted).items() if v is not None},
-            replicas=tuple(Replica(index=i, folder=str(d)) for i, (d, _) in enumerate(scripts)),
+            replicas=tuple(Replica(index=i, folder=str(d), owner=self.owner.key)
+                           for i, (d, _) in enumerate(scripts)),
             launched_by=self.server_id, **policy)
         await self._insert(deployment, job_gpus(wanted) * replicas)
         self._launching.add(deployment_id)
@@ -162,17 +164,45 @@ class DeploymentService:
                              folder=job_dir, resources=wanted)
         job = await asyncio.to_thread(self.scheduler.submit, request)
         self._key_jobs[(deployment_id, index)] = job.id
+        token = FENCE.set(None)   # a job we submitted is recorded, even if the lease ran out
         try:
-            await self._update_replica(deployment_id, index, job_id=job.id, restart_at=None)
+            return await self._after_submit(deployment_id, index,
+                                            Replica(index, str(job_dir), job_id=job.id))
+        finally:
+            FENCE.reset(token)
+
+    async def _after_submit(self, deployment_id: str, index: int, ours: Replica) -> bool:
+        """Record a job just submitted; cancel it when it cannot be kept (see ``_submit``)."""
+        try:
+            recorded = await self._record_job(deployment_id, index, str(ours.job_id))
         except OsireError:   # the state file failed us (a full disk): no untracked job
-            await self._cancel_quietly(deployment_id, Replica(index, str(job_dir), job_id=job.id))
+            await self._cancel_quietly(deployment_id, ours)
             raise
         current = self.get(deployment_id)
-        if current.stop_requested or current.replicas[index].retire:   # stopped meanwhile
+        if not recorded:   # the replica got another job meanwhile, or ended: never two jobs
+            await self._cancel_quietly(deployment_id, ours)
+        elif current.stop_requested or current.replicas[index].retire:   # stopped meanwhile
             await self._cancel_quietly(deployment_id, current.replicas[index])
+        else:
+            return True
+        if current.stop_requested or recorded:
             await self._end_unsubmitted(deployment_id, current.stop_reason or "stopped by user")
-            return False
-        return True
+        return False
+
+    async def _record_job(self, deployment_id: str, index: int, job_id: str) -> bool:
+        """Write the replica's new job id, in a compare-and-swap that re-checks that it still
+        has no job and is live; False when it has one (another server submitted) or ended."""
+        recorded: list[bool] = []
+
+        def change(d: Deployment) -> Deployment:
+            r = d.replicas[index]
+            recorded[:] = [r.live and r.job_id in (None, job_id)]
+            if not recorded[0]:
+                return d
+            return _with_replica(d, replace(r, job_id=job_id, restart_at=None,
+                                            owner=self.owner.key))
+        await self._mutate(deployment_id, change)
+        return bool(recorded and recorded[0])
 
     def _script(self, deployment: Deployment, index: int) -> tuple[str, Resources]:
         entry = self.catalog.get(deployment.model)
@@ -195,7 +225,7 @@ class DeploymentService:
                                "added", field="id")
             added[:] = range(len(d.replicas), len(d.replicas) + count)
             new = tuple(Replica(index=i, folder=str(self.job_root / d.id / f"r{i}"),
-                                replaces=replaces) for i in added)
+                                replaces=replaces, owner=self.owner.key) for i in added)
             return replace(d, replicas=d.replicas + new, launched_by=self.server_id, note=None)
 
         def check(others: Holdings) -> None:
@@ -222,19 +252,49 @@ class DeploymentService:
         return added
 
     async def resubmit(self, deployment_id: str, index: int) -> None:
-        """Submit again a replica waiting for its restart (its folder, a new key and run)."""
-        deployment = self.get(deployment_id)
-        if deployment.stop_requested or not deployment.replicas[index].waiting_restart:
-            return
+        """Submit again a replica waiting for its restart (its folder, a new key and run).
+
+        The replica is claimed first, in a compare-and-swap that finds it still waiting (no job,
+        not stopped): of two servers resubmitting it at once, one submits, the other does
+        nothing. A submission that fails puts it back to wait."""
         self._launching.add(deployment_id)
         try:
-            await self._mutate(deployment_id,
-                               lambda d: replace(d, launched_by=self.server_id))
+            if not await self._claim_restart(deployment_id, index):
+                return
             script, wanted = self._script(self.get(deployment_id), index)
-            await self._submit(deployment_id, index, script, wanted)
+            try:
+                await self._submit(deployment_id, index, script, wanted)
+            except (SchedulerError, OSError) as exc:
+                await self._unclaim_restart(deployment_id, index, exc)
+                raise
         finally:
             self._launching.discard(deployment_id)
         self.changed.set()
+
+    async def _claim_restart(self, deployment_id: str, index: int) -> bool:
+        claimed: list[bool] = []
+
+        def change(d: Deployment) -> Deployment:
+            r = d.replicas[index]
+            claimed[:] = [not d.stop_requested and r.waiting_restart]
+            if not claimed[0]:
+                return d
+            return _with_replica(replace(d, launched_by=self.server_id),
+                                 replace(r, restart_at=None, owner=self.owner.key))
+        await self._mutate(deployment_id, change)
+        return bool(claimed and claimed[0])
+
+    async def _unclaim_restart(self, deployment_id: str, index: int, exc: Exception) -> None:
+        """A resubmission that failed: the replica waits again (the policies retry it)."""
+        if isinstance(exc, SchedulerTimeout):   # the job may exist although sbatch never answered
+            await self._cancel_named_quietly(_job_name(deployment_id, index))
+        token = FENCE.set(None)
+        try:
+            await self._mutate(deployment_id, lambda d: _with_replica(d, replace(
+                d.replicas[index], restart_at=self.clock())) if d.replicas[index].live and
+                not d.replicas[index].job_id else d)
+        finally:
+            FENCE.reset(token)
 
     async def retire(self, deployment_id: str, indexes: list[int], reason: str) -> None:
         """Take replicas out of rotation for good (renewed, scaled down): no new request goes to
@@ -330,6 +390,10 @@ class DeploymentService:
         deployment = self.get(deployment_id)
         if not deployment.live:
             return deployment
+        elsewhere = self.elsewhere(deployment)
+        if elsewhere:
+            raise Conflict(f"deployment {deployment_id} {elsewhere}: it cannot be stopped from "
+                           "here; stop it from a Jupyter server there", field="id")
         reason = reason or "stopped by user"
         deployment = await self._mutate(deployment_id, lambda d: replace(
             d, stop_requested=True, stop_reason=d.stop_reason or reason)) or deployment
@@ -358,11 +422,12 @@ class DeploymentService:
                 continue
             for r in d.replicas:
                 last = self._cancelled_at.get((d.id, r.index), 0.0)
-                if r.job_id and r.live and now - last >= self.cancel_retry:
+                if r.job_id and r.live and self.ours(r) and now - last >= self.cancel_retry:
                     await self._cancel_quietly(d.id, r)
         await self.cancel_interrupted()
 
     async def _cancel(self, deployment_id: str, replica: Replica) -> None:
+        await self._check_fence()
         self._cancelled_at[(deployment_id, replica.index)] = self.clock()
         await asyncio.to_thread(self.scheduler.cancel, self._job(replica))
 
@@ -386,6 +451,8 @@ class DeploymentService:
     async def cancel_interrupted(self) -> None:
         """Jobs whose submission was cut off (a server that died, a timeout) may exist without
         us knowing their id: cancel them by name; a failed cancel is kept for the next try."""
+        if self._interrupted:
+            await self._check_fence()
         names, self._interrupted = self._interrupted, []
         for name in names:
             await self._cancel_named_quietly(name)
@@ -395,26 +462,50 @@ class DeploymentService:
         server id still holds its heartbeat): their submission was cut off. Called by the
         monitor that owns the scheduler; a server that is still submitting is left alone."""
         for d in self.all():
-            lost = [r for r in d.replicas if r.live and not r.job_id and not r.waiting_restart]
+            lost = [r for r in d.replicas
+                    if r.live and not r.job_id and not r.waiting_restart and self.ours(r)]
             if not lost or d.id in self._launching or (d.launched_by and alive(d.launched_by)):
                 continue
             self._interrupted += [_job_name(d.id, r.index) for r in lost]
             await self._mutate(d.id, lambda dep: replace(dep, replicas=tuple(
                 replace(r, state=FAILED, reason="submission interrupted by a server restart")
-                if r.live and not r.job_id and not r.waiting_restart else r
+                if r.live and not r.job_id and not r.waiting_restart and self.ours(r) else r
                 for r in dep.replicas)))
 
     # -- observations, fed by the monitor -----------------------------------------------------
 
     def live_jobs(self) -> list[tuple[str, Replica, Job]]:
+        """The live jobs this server's scheduler runs (not those of another backend or
+        cluster sharing the state file)."""
         return [(d.id, r, self._job(r)) for d in self._deployments.values()
-                for r in d.replicas if r.live and r.job_id]
+                for r in d.replicas if r.live and r.job_id and self.ours(r)]
+
+    def ours(self, replica: Replica) -> bool:
+        """Whether the replica's job runs on this server's scheduler and cluster."""
+        return self.owner.owns(replica.owner)
+
+    def elsewhere(self, deployment: Deployment) -> Optional[str]:
+        """Where the deployment's live jobs run, when that is not on this server's scheduler
+        ("runs on cluster x (slurm); this server uses host y (local)"), else None."""
+        theirs = next((r.owner for r in deployment.replicas if r.live and not self.ours(r)),
+                      None)
+        if theirs is None:
+            return None
+        return f"runs on {JobOwner.parse(theirs).where}; this server uses {self.owner.where}"
+
+    async def _check_fence(self) -> None:
+        """Before a scheduler action of the watcher's cycle: its lease still holds."""
+        fence = FENCE.get()
+        if fence is not None:
+            await asyncio.to_thread(self.store.check_fence, fence)
 
     async def observe_job(self, deployment_id: str, index: int, info: JobInfo) -> None:
         deployment = self._deployments.get(deployment_id)
         if deployment is None:
             return
         replica = deployment.replicas[index]
+        if info.job_id != replica.job_id:   # about a job the replica no longer has
+            return
         if info.state is JobState.LOST and not self._lost_confirmed(replica):
             if replica.lost_since is None:
                 await self._update_replica(deployment_id, index, lost_since=self.clock())
@@ -426,6 +517,8 @@ class DeploymentService:
 
         def change(d: Deployment) -> Deployment:
             old = d.replicas[index]
+            if old.job_id != info.job_id:   # resubmitted meanwhile (by another server)
+                return d
             new = apply_job_info(old, info, stop_requested=d.stop_requested, log_tail=tail,
                                  stop_reason=d.stop_reason)
             if new.state == FAILED and old.state != FAILED and self.on_failure is not None:
@@ -499,7 +592,7 @@ class DeploymentService:
                          deployment_id=d.id, replica=r.job_id or str(r.index),
                          fingerprint=r.fingerprint)
                 for r in d.replicas if r.state == READY and r.healthy and r.url and
-                r.retire is None]
+                r.retire is None and self.ours(r)]
 
     # -- shared state ----------------------------------------------------------------------------
 
@@ -516,6 +609,18 @@ class DeploymentService:
             fresh = await asyncio.to_thread(
                 lambda: [d for d in map(self.store.load, changed) if d is not None])
             await asyncio.to_thread(self._adopt_all, fresh)
+
+    def _with_owner(self, deployment: Deployment) -> Deployment:
+        """A record from before owners were kept: its live replicas are taken as this server's
+        scheduler's (written back, so that a server on another backend sees whose they are)."""
+        if not any(r.live and r.owner is None for r in deployment.replicas):
+            return deployment
+        owned = replace(deployment, replicas=tuple(
+            replace(r, owner=self.owner.key) if r.live and r.owner is None else r
+            for r in deployment.replicas), version=deployment.version + 1)
+        if self.store.save(owned, deployment.version):
+            return owned
+        return self.store.load(deployment.id) or deployment
 
     def _adopt_all(self, deployments: list[Deployment]) -> None:
         for deployment in deployments:

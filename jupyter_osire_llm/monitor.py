@@ -10,9 +10,16 @@ while jobs merely wait in the queue or run. A failing scheduler keeps the last k
 File-system work runs off the event loop: a stalled shared file system never freezes the server.
 
 Two Jupyter servers of one user share the state file: one of them (the holder of the
-``monitor`` lease in the store) watches the scheduler and writes what it observes; the other
-reads the shared state each tick. Each server also keeps a heartbeat lease, so that the watcher
-knows whether a launch left half-done belongs to a server that is still submitting it.
+``monitor:<backend>:<cluster>`` lease in the store) watches the scheduler and writes what it
+observes; the other reads the shared state each tick. Each server also keeps a heartbeat lease,
+so that the watcher knows whether a launch left half-done belongs to a server that is still
+submitting it. A server on another backend or cluster (no ``sbatch`` on its login node, a second
+cluster sharing ``$HOME``) holds its own lease and watches only its own scheduler's jobs.
+
+The watcher acts under a fence (``store.FENCE``): every write and scheduler action of its cycle
+first checks that its lease is still held, in the same epoch, with ``lease_renew`` seconds to
+spare. A cycle that outlived its lease (a slow ``squeue``, a slow state file) stops there, and
+what it observed is dropped, before another server that took over can be contradicted.
 
 A starting replica is ready only when its engine answers a real one-token completion (with the
 replica's key, over the pinned TLS), not merely ``/health``: engines can answer health and hang on
@@ -34,10 +41,11 @@ import aiohttp
 
 from .deployments import ENDPOINT_FILE, DeploymentService
 from .endpoints import EngineEndpoint, parse_endpoint_file
-from .errors import OsireError, SchedulerError
+from .errors import LeaseLost, OsireError, SchedulerError
 from .proxy import pinned_tls
 from .schedulers.base import Scheduler
 from .states import QUEUED, READY, STARTING
+from .store import FENCE, Fence
 
 log = logging.getLogger(__name__)
 MONITOR_LEASE = "monitor"
@@ -55,7 +63,8 @@ class Monitor:
     def __init__(self, service: DeploymentService, scheduler: Scheduler, *,
                  fast_interval: float = 0.5, slow_interval: float = 30.0, tick: float = 0.5,
                  health_interval: float = 10.0, health_timeout: float = 2.0,
-                 readiness_timeout: float = 30.0,
+                 readiness_timeout: float = 30.0, lease_ttl: float = LEASE_TTL,
+                 lease_renew: Optional[float] = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.service, self.scheduler = service, scheduler
@@ -67,6 +76,11 @@ class Monitor:
         self._probes: dict[tuple[str, int], asyncio.Task] = {}
         self.clock, self.wall_clock = clock, wall_clock
         self.leader = False
+        self.lease_ttl = lease_ttl
+        self.lease_renew = lease_renew if lease_renew is not None else \
+            min(LEASE_RENEW, lease_ttl / 4)
+        self.lease_name = f"{MONITOR_LEASE}:{service.owner.key}"
+        self._fence: Optional[Fence] = None
         self._leases_renewed = -1e9
         self.last_error: Optional[str] = None
         self.last_cycle: Optional[float] = None
@@ -106,7 +120,7 @@ class Monitor:
 
     def _release_leases(self) -> None:
         store, me = self.service.store, self.service.server_id
-        store.release(MONITOR_LEASE, me)
+        store.release(self.lease_name, me)
         store.release(f"server:{me}", me)
 
     async def run(self) -> None:
@@ -144,9 +158,24 @@ class Monitor:
         if not self.leader:   # another server of this user watches; we read what it writes
             if self.policies is not None:
                 await self.policies.cycle(leader=False)
-            self.last_cycle = time.time()
-            self.cycles += 1
-            return
+        else:
+            token = FENCE.set(self._fence)
+            try:
+                await self._watch(now)
+            except LeaseLost as exc:
+                self._lost_lease(exc)
+            finally:
+                FENCE.reset(token)
+        self.last_cycle = time.time()
+        self.cycles += 1
+
+    def _lost_lease(self, exc: LeaseLost) -> None:
+        log.warning("stopped acting in the middle of a watch cycle: %s", exc.message)
+        self.leader, self._fence = False, None
+        self._leases_renewed = -1e9     # ask again next cycle
+
+    async def _watch(self, now: float) -> None:
+        """The watcher's part of a cycle, under its fence."""
         await self._reap_interrupted()
         if now >= self._next_query and (self.service.live_jobs() or self._batch_jobs()):
             await self._query()
@@ -164,18 +193,19 @@ class Monitor:
         if signature != self._signature:
             self._signature = signature
             self._changed(self.clock())
-        self.last_cycle = time.time()
-        self.cycles += 1
 
     async def _renew_leases(self, now: float) -> None:
-        """Every ``LEASE_RENEW`` s: this server's heartbeat, and the watcher's lease (taken over
-        when its holder has not renewed it for ``LEASE_TTL`` s)."""
-        if now - self._leases_renewed < LEASE_RENEW:
+        """Every ``lease_renew`` s: this server's heartbeat, and the watcher's lease (taken over
+        when its holder has not renewed it for ``lease_ttl`` s)."""
+        if now - self._leases_renewed < self.lease_renew:
             return
         store, me, wall = self.service.store, self.service.server_id, self.wall_clock()
-        leader = await asyncio.to_thread(lambda: (
-            store.claim(f"server:{me}", me, wall, LEASE_TTL),
-            store.claim(MONITOR_LEASE, me, wall, LEASE_TTL))[1])
+        epoch = await asyncio.to_thread(lambda: (
+            store.claim(f"server:{me}", me, wall, self.lease_ttl),
+            store.claim_epoch(self.lease_name, me, wall, self.lease_ttl))[1])
+        leader = epoch is not None
+        self._fence = Fence(self.lease_name, me, epoch, self.lease_renew, self.wall_clock) \
+            if epoch is not None else None
         if leader and not self.leader:
             log.info("watching the scheduler for this user's deployments (server %s)", me)
             self._next_query = 0.0
@@ -209,6 +239,8 @@ class Monitor:
             self.last_error = exc.message
             return
         self.last_error = None
+        # The answer may have taken longer than the lease: act on it only if it still holds.
+        await asyncio.to_thread(self.service.store.check_fence, FENCE.get())
         for deployment_id, replica, job in live:
             if job.id in infos:
                 await self.service.observe_job(deployment_id, replica.index, infos[job.id])
@@ -238,7 +270,8 @@ class Monitor:
         live = {(d.id, r.index) for d in self.service.all() for r in d.replicas if r.live}
         self._last_health = {k: v for k, v in self._last_health.items() if k in live}
         watched = [(d.id, r.index, Path(r.folder)) for d in self.service.all()
-                   for r in d.replicas if r.state in (QUEUED, STARTING) and r.job_id]
+                   for r in d.replicas
+                   if r.state in (QUEUED, STARTING) and r.job_id and self.service.ours(r)]
         if watched:
             found = await asyncio.to_thread(_read_endpoints, watched)
             for (deployment_id, index, _), endpoint in zip(watched, found):
@@ -248,6 +281,8 @@ class Monitor:
         for deployment in self.service.all():
             for r in deployment.replicas:
                 slot = (deployment.id, r.index)
+                if not self.service.ours(r):
+                    continue
                 if r.state == STARTING and r.url and slot not in self._probes:
                     self._probes[slot] = task = asyncio.get_running_loop().create_task(
                         self._probe_starting(deployment.id, deployment.model, r.index, r.url,
@@ -288,7 +323,10 @@ class Monitor:
             if not healthy:
                 log.info("deployment %s replica %d answers /health but not yet a completion",
                          deployment_id, index)
-        await self.service.observe_health(deployment_id, index, healthy)
+        try:
+            await self.service.observe_health(deployment_id, index, healthy)
+        except LeaseLost:   # begun while this server watched; another one probes it now
+            pass
 
     async def _request(self, method: str, url: str, fingerprint: Optional[str],
                        timeout: float, **kwargs: Any) -> bool:

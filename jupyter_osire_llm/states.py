@@ -51,6 +51,9 @@ class Replica:
     replaces: Optional[int] = None     # a renewal: the index of the replica it takes over from
     retire: Optional[str] = None       # being removed on purpose (renewed, scaled down): why
     retire_at: Optional[float] = None  # when it stopped taking new requests (draining)
+    # The scheduler and cluster that runs its job (``JobOwner.key``: "slurm:osire", "local:host");
+    # a server on another backend or cluster leaves the replica alone. None: recorded before.
+    owner: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.failures, tuple):   # a list, as read back from JSON

@@ -9,7 +9,10 @@ The default location is the home folder, usually NFS, where SQLite's WAL mode do
 (it needs shared memory between the processes): the file uses the rollback journal
 (``journal_mode=DELETE``) and POSIX locks, which SQLite supports on network file systems, and
 every transaction is short. ``leases`` says which server watches the scheduler and which servers
-are alive, so that none of them cancels what another is still submitting.
+are alive, so that none of them cancels what another is still submitting. A lease has an epoch,
+bumped whenever another server takes it over: writes made under a ``Fence`` (the watcher's cycle
+sets ``FENCE``) check in their own transaction that the lease is still held, in the same epoch,
+for at least the fence's margin, so a cycle that outlived its lease never writes what it saw.
 
 A row that cannot be read (corrupt, or from a future version that changed its shape) is skipped
 and reported in ``problems``; it never disables the extension.
@@ -19,12 +22,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
-from .errors import StoreError
+from .errors import LeaseLost, StoreError
 from .states import Deployment, Replica
 
 SCHEMA = """
@@ -51,7 +56,8 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS leases (
     name    TEXT PRIMARY KEY,
     owner   TEXT NOT NULL,
-    expires REAL NOT NULL
+    expires REAL NOT NULL,
+    epoch   INTEGER NOT NULL DEFAULT 1
 );
 """
 
@@ -72,6 +78,8 @@ class Store:
             if "version" not in columns:  # files written before versions existed
                 self._db.execute("ALTER TABLE deployments ADD COLUMN version INTEGER NOT NULL "
                                  "DEFAULT 0")
+            if "epoch" not in {row[1] for row in self._db.execute("PRAGMA table_info(leases)")}:
+                self._db.execute("ALTER TABLE leases ADD COLUMN epoch INTEGER NOT NULL DEFAULT 1")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the state file {path}: {exc}") from exc
         path.chmod(0o600)
@@ -130,10 +138,12 @@ class Store:
                 except sqlite3.IntegrityError:
                     return False
                 return True
-            cursor = db.execute(
-                "UPDATE deployments SET state = ?, doc = ?, version = ? "
-                "WHERE id = ? AND version = ?",
-                (deployment.state, doc, deployment.version, deployment.id, expected))
+            with self._transaction(db):
+                _check_fence(db, FENCE.get())
+                cursor = db.execute(
+                    "UPDATE deployments SET state = ?, doc = ?, version = ? "
+                    "WHERE id = ? AND version = ?",
+                    (deployment.state, doc, deployment.version, deployment.id, expected))
             return cursor.rowcount == 1
 
     def save_within(self, deployment: Deployment, expected: int,
@@ -142,6 +152,7 @@ class Store:
         in one write transaction (adding replicas within the site's limits)."""
         doc = json.dumps(asdict(deployment))
         with self._locked() as db, self._transaction(db):
+            _check_fence(db, FENCE.get())
             check(self._holdings(db, deployment.id))
             cursor = db.execute(
                 "UPDATE deployments SET state = ?, doc = ?, version = ? "
@@ -200,6 +211,7 @@ class Store:
         """Write a document as version ``expected + 1``; False when another writer got there
         first (or it is gone). ``check`` as for ``insert_doc``."""
         with self._locked() as db, self._transaction(db):
+            _check_fence(db, FENCE.get())
             if check is not None:
                 check(self._holdings(db, batch_id=doc_id))
             cursor = db.execute(f"UPDATE {_table(table)} SET doc = ?, version = ? "
@@ -249,18 +261,33 @@ class Store:
     def claim(self, name: str, owner: str, now: float, ttl: float) -> bool:
         """Take or renew lease ``name`` for ``owner`` until ``now + ttl``; False when another
         owner holds it and it has not expired."""
+        return self.claim_epoch(name, owner, now, ttl) is not None
+
+    def claim_epoch(self, name: str, owner: str, now: float, ttl: float) -> Optional[int]:
+        """``claim``, answering the lease's epoch (None: not ours). Renewing keeps the epoch;
+        taking the lease over from another owner (or after a release) bumps it."""
         with self._locked() as db, self._transaction(db):
-            row = db.execute("SELECT owner, expires FROM leases WHERE name = ?",
+            row = db.execute("SELECT owner, expires, epoch FROM leases WHERE name = ?",
                              (name,)).fetchone()
-            mine = row is None or row[0] == owner or row[1] < now
-            if mine:
-                db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)",
-                           (name, owner, now + ttl))
-        return mine
+            if row is not None and row[0] != owner and row[1] >= now:
+                return None
+            epoch = 1 if row is None else row[2] + (row[0] != owner or row[1] <= 0)
+            db.execute("INSERT OR REPLACE INTO leases (name, owner, expires, epoch) "
+                       "VALUES (?, ?, ?, ?)", (name, owner, now + ttl, epoch))
+        return epoch
 
     def release(self, name: str, owner: str) -> None:
+        """End ``owner``'s lease at once (its epoch stays, so the next holder's is newer)."""
         with self._locked() as db:
-            db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+            db.execute("UPDATE leases SET expires = 0 WHERE name = ? AND owner = ?",
+                       (name, owner))
+
+    def check_fence(self, fence: Optional["Fence"]) -> None:
+        """Raise ``LeaseLost`` unless ``fence``'s lease is still held as it says (None: no
+        fence, nothing to check). For scheduler actions, which no transaction covers."""
+        if fence is not None:
+            with self._locked() as db:
+                _check_fence(db, fence)
 
     def holder(self, name: str, now: float) -> Optional[str]:
         """Who holds lease ``name`` now (None when nobody, or it expired)."""
@@ -272,6 +299,38 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A lease as its holder saw it when its cycle began: what that cycle writes needs the lease
+    still held by ``owner`` in ``epoch``, for at least ``margin`` more seconds."""
+
+    name: str
+    owner: str
+    epoch: int
+    margin: float
+    clock: Callable[[], float] = time.time
+
+
+#: The fence of the work under way (set by the watcher for its cycle; copied into the worker
+#: threads of ``asyncio.to_thread``). Every update of a deployment, batch or file checks it.
+FENCE: ContextVar[Optional[Fence]] = ContextVar("osire_fence", default=None)
+
+
+def _check_fence(db: sqlite3.Connection, fence: Optional[Fence]) -> None:
+    if fence is None:
+        return
+    row = db.execute("SELECT owner, expires, epoch FROM leases WHERE name = ?",
+                     (fence.name,)).fetchone()
+    now = fence.clock()
+    if row is None or row[0] != fence.owner or row[2] != fence.epoch:
+        holder = f"server {row[0]}" if row is not None and row[1] >= now else "nobody"
+        raise LeaseLost(f"lease {fence.name!r} was taken over ({holder} holds it now): what "
+                        "this cycle observed is not acted on")
+    if row[1] < now + fence.margin:
+        raise LeaseLost(f"lease {fence.name!r} runs out in {row[1] - now:.1f} s, under the "
+                        f"{fence.margin:g} s margin: this cycle took too long to act on")
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ import shutil
 from pathlib import Path
 
 from .. import errors
-from .base import Job, JobInfo, JobRequest, JobState, Resources, Scheduler
+from .base import Job, JobInfo, JobOwner, JobRequest, JobState, Resources, Scheduler
 
-__all__ = ["Job", "JobInfo", "JobRequest", "JobState", "Resources", "Scheduler",
+__all__ = ["Job", "JobInfo", "JobOwner", "JobRequest", "JobState", "Resources", "Scheduler",
            "KINDS", "choose_scheduler"]
 
 KINDS = ("auto", "pyslurm", "slurm", "local")

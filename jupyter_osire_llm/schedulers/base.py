@@ -117,6 +117,44 @@ class JobInfo:
     evidence: str = "scheduler"
 
 
+@dataclass(frozen=True)
+class JobOwner:
+    """Which scheduler runs a job: the kind of backend ("slurm" for the CLI and pyslurm alike,
+    "local") and where (the Slurm cluster's name, the local machine's host name; "" when it could
+    not be read). Recorded with every job, so that a server on another backend or cluster that
+    shares the state file (a login node without ``sbatch``, a second cluster mounting the same
+    ``$HOME``) leaves those jobs to a server that can see them."""
+
+    kind: str
+    place: str = ""
+
+    @property
+    def key(self) -> str:
+        """How the store records it: ``kind:place``."""
+        return f"{self.kind}:{self.place}"
+
+    @classmethod
+    def parse(cls, key: str) -> "JobOwner":
+        kind, _, place = key.partition(":")
+        return cls(kind, place)
+
+    def owns(self, key: Optional[str]) -> bool:
+        """Whether a job recorded as ``key`` is this scheduler's (no record: a job from before
+        owners were recorded, taken as ours; an unknown place matches any of the same kind)."""
+        if key is None:
+            return True
+        other = JobOwner.parse(key)
+        return other.kind == self.kind and (other.place == self.place or not other.place or
+                                             not self.place)
+
+    @property
+    def where(self) -> str:
+        """In words: "cluster osire (slurm)", "host login2 (local)"."""
+        if not self.place:
+            return f"an unnamed {self.kind} scheduler"
+        return f"{'cluster' if self.kind == 'slurm' else 'host'} {self.place} ({self.kind})"
+
+
 class Scheduler(abc.ABC):
     """One backend. ``name`` is what the health endpoint reports."""
 
@@ -148,6 +186,11 @@ class Scheduler(abc.ABC):
 
     def describe(self) -> dict:
         return {"name": self.name, "calls": self.calls}
+
+    def owner(self) -> JobOwner:
+        """Who runs this backend's jobs (see ``JobOwner``); backends name their cluster or host,
+        read once."""
+        return JobOwner(self.name)
 
     # -- accounting of our own load on the scheduler
 

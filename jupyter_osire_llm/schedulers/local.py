@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .. import errors
-from .base import (SCRIPT_FILE, Job, JobInfo, JobRequest, JobState, Scheduler, exit_file_info,
+from .base import (SCRIPT_FILE, Job, JobInfo, JobOwner, JobRequest, JobState, Scheduler,
+                   exit_file_info,
                    job_environment, with_exit_trap)
 
 STATE_FILE = "local_job.json"
@@ -171,6 +172,11 @@ class LocalScheduler(Scheduler):
     def describe(self) -> dict:
         return {**super().describe(), "gpus": self.gpus, "cpus": self.cpus,
                 "state_dir": str(self.state_dir)}
+
+    def owner(self) -> JobOwner:
+        """This machine: another login node's processes cannot be seen or signalled from here
+        (its boot id stays in each job's state, which tells a job of an earlier boot)."""
+        return JobOwner(self.name, hostname())
 
     def _next_id(self) -> str:
         with open(self.state_dir / COUNTER_FILE, "a+") as f:

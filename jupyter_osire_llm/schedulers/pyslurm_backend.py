@@ -22,9 +22,9 @@ from types import ModuleType
 from typing import Any, Optional, Sequence
 
 from .. import errors
-from .base import (OUTPUT_FILE, SCRIPT_FILE, Job, JobInfo, JobRequest, JobState, Resources,
+from .base import (OUTPUT_FILE, SCRIPT_FILE, Job, JobInfo, JobOwner, JobRequest, JobState, Resources,
                    Scheduler, exit_file_info, job_environment, same_folder, with_exit_trap)
-from .slurm import SACCT_GRACE, parse_state
+from .slurm import SACCT_GRACE, conf_cluster_name, parse_state
 
 log = logging.getLogger(__name__)
 #: Jobs loaded one by one (slurm_load_job) per cycle; more than this: one slurm_load_jobs.
@@ -105,9 +105,22 @@ class PySlurm(Scheduler):
         self._accounting: Optional[bool] = None
         self._failing_since: Optional[float] = None
         self._logged: set[str] = set()
+        self._owner: Optional[JobOwner] = None
 
     def describe(self) -> dict:
         return {**super().describe(), "user": self.user, "accounting": self._accounting}
+
+    def owner(self) -> JobOwner:
+        """The cluster (the controller's configuration through pyslurm, else slurm.conf), read
+        once; "slurm" like the CLI backend: both see the same jobs."""
+        if self._owner is None:
+            try:
+                self.count_call("Config.load")
+                name = str(self.pyslurm.slurmctld.Config.load().cluster_name or "")
+            except Exception:   # an older pyslurm, a controller that does not answer
+                name = ""
+            self._owner = JobOwner("slurm", name or conf_cluster_name(os.environ) or "")
+        return self._owner
 
     def _call(self, action: str, what: str, fn: Any, *args: Any) -> Any:
         self.count_call(what)

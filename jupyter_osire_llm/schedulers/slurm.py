@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from .. import errors
-from .base import (OUTPUT_FILE, SCRIPT_FILE, Job, JobInfo, JobRequest, JobState, Resources,
+from .base import (OUTPUT_FILE, SCRIPT_FILE, Job, JobInfo, JobOwner, JobRequest, JobState, Resources,
                    Scheduler, command_environment, exit_file_info, job_environment,
                    same_folder, with_exit_trap)
 
@@ -43,6 +43,7 @@ SQUEUE_FORMAT = "%i|%T|%r|%N|%V|%S|%e|%u|%Z"
 SACCT_FIELDS = "JobID,State,ExitCode,NodeList,Submit,Start,End,User,Reason,WorkDir"
 #: Seconds a failing sacct may keep purged jobs unanswered before the exit file decides alone.
 SACCT_GRACE = 120.0
+DEFAULT_CONF = "/etc/slurm/slurm.conf"
 
 _STATES = {s.value: s for s in JobState if s is not JobState.LOST}
 #: Rarer Slurm states, mapped onto ours (the original name becomes the reason).
@@ -302,6 +303,21 @@ def classify_failure(result: Completed, action: str) -> errors.SchedulerError:
     return errors.SchedulerError(f"{action} failed: {msg}")
 
 
+def parse_cluster_name(text: str) -> Optional[str]:
+    """``ClusterName`` from ``scontrol show config`` (``ClusterName = x``) or a slurm.conf
+    (``ClusterName=x``, keys in any case); None when it is not there."""
+    found = re.search(r"^\s*clustername\s*=\s*(\S+)", text, re.IGNORECASE | re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def conf_cluster_name(env: Mapping[str, str]) -> Optional[str]:
+    """The cluster's name from its slurm.conf (``$SLURM_CONF``, else /etc/slurm/slurm.conf)."""
+    try:
+        return parse_cluster_name(Path(env.get("SLURM_CONF") or DEFAULT_CONF).read_text())
+    except OSError:
+        return None
+
+
 def _with_exit_details(info: JobInfo, detail: JobInfo) -> JobInfo:
     """``info`` (from squeue) completed with the exit code and end time of ``detail``."""
     return JobInfo(info.job_id, info.state, reason=info.reason, node=info.node or detail.node,
@@ -324,9 +340,24 @@ class SlurmCLI(Scheduler):
         self._exit_codes: dict[str, JobInfo] = {}     # finished jobs: their exit details
         self._sacct_failing_since: Optional[float] = None
         self._logged: set[str] = set()                # problems already logged once
+        self._owner: Optional[JobOwner] = None
 
     def describe(self) -> dict:
-        return {**super().describe(), "user": self.user, "accounting": self._accounting}
+        return {**super().describe(), "user": self.user, "accounting": self._accounting,
+                "owner": self.owner().key}
+
+    def owner(self) -> JobOwner:
+        """The cluster, by the controller's ``ClusterName`` (``scontrol show config``, asked
+        once), else slurm.conf's."""
+        if self._owner is None:
+            try:
+                result: Optional[Completed] = self._run(["scontrol", "show", "config"], "scontrol")
+            except errors.SchedulerError:
+                result = None
+            name = parse_cluster_name(result.stdout) if result and result.returncode == 0 \
+                else None
+            self._owner = JobOwner("slurm", name or conf_cluster_name(os.environ) or "")
+        return self._owner
 
     # -- running commands
 
