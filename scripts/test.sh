@@ -11,9 +11,15 @@ need_apt chromium ruby                              # the sidebar's browser test
 bash "$REPO/scripts/slurm-cluster.sh" start        # installs slurm and munge if missing
 
 cd "$REPO"
+# Workers (pytest-xdist): most tests wait on Slurm, servers and engines rather than the CPU, so
+# 3 on 2 cores. --dist loadgroup: a module's tests stay on one worker and the real-vLLM tests
+# share one (tests/conftest.py); OSIRE_TEST_WORKERS=0 runs everything in this process.
+workers="${OSIRE_TEST_WORKERS:-3}"
+parallel=()
+[ "$workers" != 0 ] && parallel=(-n "$workers" --dist loadgroup)
 set +e
 OSIRE_VLLM_PYTHON="$OSIRE_VLLM_PYTHON" "$OSIRE_VENV/bin/python" -m pytest tests -p no:cacheprovider \
-    -ra --durations=15 "$@"
+    "${parallel[@]}" -ra --durations=25 "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

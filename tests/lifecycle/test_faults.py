@@ -39,6 +39,7 @@ async def wait_health(api, predicate, timeout: float = 60) -> dict:
         await asyncio.sleep(0.2)
 
 
+@pytest.mark.cluster_exclusive
 async def test_controller_outage_keeps_state_and_recovers(api, backend):
     if backend != "slurm":
         pytest.skip("the local backend has no controller")

@@ -26,6 +26,7 @@ def test_submit_writes_script_and_output(backend: Backend):
     assert f"hello from {job.folder}" in backend.scheduler.output_path(job).read_text()
 
 
+@pytest.mark.cluster_exclusive
 def test_pending_running_completed_with_reason(backend: Backend):
     """A job short of GPUs waits with reason Resources, then runs and completes."""
     blocker = backend.submit(SLEEPER, Resources(gpus=2))
@@ -64,6 +65,7 @@ def test_cancel_running_job_ends_its_process_group(backend: Backend):
     backend.scheduler.cancel(job)          # cancelling a finished job is fine
 
 
+@pytest.mark.cluster_exclusive
 def test_cancel_pending_job(backend: Backend):
     job = backend.submit("#!/bin/bash\ntrue\n", Resources(gpus=2))
     blocker_first = backend.submit(SLEEPER, Resources(gpus=2))
@@ -173,6 +175,7 @@ def test_job_that_ended_unobserved_has_definite_state(backend: Backend):
     assert (answers[nothing.id].state, answers[nothing.id].evidence) == (JobState.LOST, "none")
 
 
+@pytest.mark.cluster_exclusive
 def test_controller_outage_gives_typed_errors_then_recovers(backend: Backend):
     if backend.kind != "slurm":
         pytest.skip(f"{backend.kind} has no controller to stop (slurm only)")

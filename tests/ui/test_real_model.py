@@ -112,6 +112,7 @@ def test_launch_from_the_form_and_watch_it_start(page: Any) -> None:
     shoot(page, "20-real-starting")
 
 
+@pytest.mark.cluster_exclusive
 def test_a_job_slurm_cannot_place_yet_is_queued_with_the_reason_explained(page: Any) -> None:
     card = page.locator(f'.jp-OsireSidebar-model[data-model="{GPU_MODEL}"]')
     card.get_by_role("button", name=f"Launch {GPU_MODEL}").click()
