@@ -108,6 +108,10 @@ class OsireLLM(ExtensionApp):
                             "engine at once (the engine batches them on the GPU).")
     max_batch_file_size = Int(200 * 1024 * 1024, config=True, help="Largest file (bytes) that "
                               "may be uploaded to /osire/v1/files.")
+    file_expiry_days = Float(30.0, config=True, help="Days after which an uploaded file is "
+                             "deleted unless its upload set expires_after (OpenAI's default for "
+                             "batch files); a live batch's input stays until the batch ends. "
+                             "0: uploads are kept until deleted.")
     log_level_name = CaselessStrEnum(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], "INFO",
                                      config=True, help="Log level of the extension's logger "
                                      "(also settable at run time: PUT /osire/api/admin).")
@@ -151,7 +155,7 @@ class OsireLLM(ExtensionApp):
     @validate("max_gpus", "max_deployments", "max_replicas", "local_gpus", "keep_finished",
               "max_total_gpus", "max_restarts", "idle_timeout", "max_idle_timeout",
               "launch_on_demand_wait", "restart_backoff", "renew_before", "max_batches",
-              "max_batch_file_size")
+              "max_batch_file_size", "file_expiry_days")
     def _check_counts(self, proposal: dict) -> int:
         if proposal["value"] < 0:
             raise TraitError(f"OsireLLM.{proposal['trait'].name} must be 0 or more")
@@ -213,7 +217,8 @@ class OsireLLM(ExtensionApp):
             catalog=catalog, limits=service.limits, scheduler=scheduler, store=service.store,
             renderer=service.renderer, job_root=Path(self.job_root), server_id=service.server_id,
             changed=service.changed, max_batches=self.max_batches,
-            concurrency=max(1, self.batch_concurrency), max_file_size=self.max_batch_file_size)
+            concurrency=max(1, self.batch_concurrency), max_file_size=self.max_batch_file_size,
+            file_expiry=self.file_expiry_days * 86400)
         monitor = Monitor(service, scheduler, fast_interval=self.monitor_fast_interval,
                           slow_interval=self.monitor_slow_interval,
                           readiness_timeout=self.readiness_timeout,

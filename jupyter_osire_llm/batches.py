@@ -22,14 +22,15 @@ import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, AsyncGenerator, BinaryIO, Callable, Optional
 
+from .batch_files import CHUNK, FileUpload, expired, expires_at
 from .batch_input import check_endpoint, check_input
 from .batch_states import (CANCELLED, CANCELLING, IN_PROGRESS, QUEUED, RESUMABLE, VALIDATING,
                            Batch, apply_counts, apply_job_info, error_file_id, output_file_id)
 from .catalog import Catalog
 from .deployments import GUARD_SOURCE, KEY_FILE, write_key
-from .errors import (ConfigError, Conflict, NotFound, OsireError, RequestError, RequestTooLarge,
+from .errors import (ConfigError, Conflict, NotFound, OsireError, RequestError,
                      SchedulerError, SchedulerTimeout, StoreError)
 from .logtail import read_tail
 from .private_folder import private_folder
@@ -46,6 +47,7 @@ INPUT, OUTPUT, ERRORS, PROGRESS = ("input.jsonl", "output.jsonl", "errors.jsonl"
 PURPOSES = ("batch", "batch_output", "user_data")
 CREATE_FIELDS = {"input_file_id", "endpoint", "completion_window", "metadata", "resources"}
 CANCEL_RETRY = 5.0
+SWEEP_EVERY = 60.0   # least seconds between the sweeps of expired files that uploads make
 #: The runner's last phase (progress.json) when its engine let it down.
 ENGINE_PHASES = {"engine-failed": "the engine exited or never became healthy",
                  "engine-died": "the engine stopped while the batch ran"}
@@ -55,7 +57,7 @@ class BatchService:
     def __init__(self, *, catalog: Catalog, limits: SiteLimits, scheduler: Scheduler,
                  store: Store, renderer: ScriptRenderer, job_root: Path, server_id: str,
                  changed: asyncio.Event, max_batches: int = 4, concurrency: int = 16,
-                 max_file_size: int = 200 * 1024 * 1024,
+                 max_file_size: int = 200 * 1024 * 1024, file_expiry: float = 0.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.catalog, self.limits, self.scheduler = catalog, limits, scheduler
         self.store, self.renderer, self.server_id = store, renderer, server_id
@@ -66,38 +68,66 @@ class BatchService:
         self._batches: dict[str, Batch] = {}
         self._submitting: set[str] = set()
         self._cancelled_at: dict[str, float] = {}
+        self.file_expiry, self._swept = file_expiry, float("-inf")
         for doc, version in store.load_docs("batches"):
             self._remember(doc, version)
 
     # -- files ---------------------------------------------------------------------------------
 
-    async def upload(self, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
-        if purpose not in PURPOSES:
-            raise RequestError(f"'purpose' must be one of {', '.join(PURPOSES)}, got {purpose!r}",
-                               field="purpose")
-        if len(data) > self.max_file_size:
-            raise RequestTooLarge(f"file over the limit of {self.max_file_size} bytes",
-                                  field="file")
-        file_id = f"file-{secrets.token_hex(12)}"
-        doc = {"id": file_id, "object": "file", "bytes": len(data),
-               "created_at": int(self.clock()), "filename": _safe_name(filename),
-               "purpose": purpose, "status": "processed", "status_details": None}
-        path = self.file_root / file_id
+    def start_upload(self) -> FileUpload:
+        """A file being received under ``<job_root>/files`` (blocking: call it in a thread);
+        ``finish_upload`` keeps it, its ``discard`` forgets it."""
         try:
-            await asyncio.to_thread(_write_private, path, data)
-        except OSError as exc:
-            await asyncio.to_thread(_remove_quietly, path)
-            raise StoreError(f"cannot store the upload under {self.file_root}: "
-                             f"{exc.strerror or exc}") from exc
+            return FileUpload(private_folder(self.file_root.parent, self.file_root.name),
+                              self.max_file_size)
+        except (OSError, ConfigError) as exc:
+            why = exc.message if isinstance(exc, ConfigError) else exc.strerror or str(exc)
+            raise StoreError(f"cannot store the upload under {self.file_root}: {why}") from exc
+
+    async def finish_upload(self, upload: FileUpload, filename: str, purpose: str,
+                            expires_after: Any = None) -> dict[str, Any]:
+        """Record a completely received upload (discarded when refused)."""
+        try:
+            if purpose not in PURPOSES:
+                raise RequestError(f"'purpose' must be one of {', '.join(PURPOSES)}, got "
+                                   f"{purpose!r}", field="purpose")
+            created = int(self.clock())
+            file_id = f"file-{secrets.token_hex(12)}"
+            doc = {"id": file_id, "object": "file", "bytes": upload.size, "created_at": created,
+                   "expires_at": expires_at(expires_after, created, self.file_expiry),
+                   "filename": _safe_name(filename), "purpose": purpose, "status": "processed",
+                   "status_details": None}
+            try:
+                await asyncio.to_thread(upload.keep, self.file_root / file_id)
+            except OSError as exc:
+                raise StoreError(f"cannot store the upload under {self.file_root}: "
+                                 f"{exc.strerror or exc}") from exc
+        except BaseException:
+            await asyncio.to_thread(upload.discard)
+            raise
         try:
             await asyncio.to_thread(self.store.insert_doc, "files", file_id, self.clock(), doc)
         except StoreError:
-            await asyncio.to_thread(_remove_quietly, path)
+            await asyncio.to_thread(_remove_quietly, self.file_root / file_id)
             raise
+        await self.sweep_files(every=SWEEP_EVERY)
         return doc
 
+    async def upload(self, filename: str, purpose: str, data: bytes,
+                     expires_after: Any = None) -> dict[str, Any]:
+        """An upload given whole (the HTTP route streams through ``start_upload``)."""
+        upload = await asyncio.to_thread(self.start_upload)
+        try:
+            upload.add(data)
+        except BaseException:
+            await asyncio.to_thread(upload.discard)
+            raise
+        return await self.finish_upload(upload, filename, purpose, expires_after)
+
     async def files(self) -> list[dict[str, Any]]:
-        return [doc for doc, _ in await asyncio.to_thread(self.store.load_docs, "files")]
+        await self.sweep_files()
+        return [{"expires_at": None, **doc}
+                for doc, _ in await asyncio.to_thread(self.store.load_docs, "files")]
 
     async def file(self, file_id: str) -> dict[str, Any]:
         batch = self._result_owner(file_id)
@@ -106,18 +136,49 @@ class BatchService:
             size = await asyncio.to_thread(_complete_size, path)
             return {"id": file_id, "object": "file", "bytes": size,
                     "created_at": batch.completed_at or batch.failed_at or batch.expired_at or
-                    batch.cancelled_at or batch.created_at, "filename": path.name,
-                    "purpose": "batch_output", "status": "processed", "status_details": None}
+                    batch.cancelled_at or batch.created_at, "expires_at": None,
+                    "filename": path.name, "purpose": "batch_output", "status": "processed",
+                    "status_details": None}
         found = await asyncio.to_thread(self.store.load_docs, "files", [file_id])
+        if found and expired(found[0][0], self.clock()) and file_id in await self.sweep_files():
+            found = []
         if not found:
             raise NotFound(f"no file {file_id!r}", field="file_id")
-        return found[0][0]
+        return {"expires_at": None, **found[0][0]}
 
-    async def file_content(self, file_id: str) -> bytes:
+    async def file_content(self, file_id: str) -> tuple[int, AsyncGenerator[bytes, None]]:
+        """A file's size and its bytes in chunks of at most ``CHUNK`` (a batch's results: up to
+        their last complete line), never read whole."""
         batch = self._result_owner(file_id)
-        path = self._result_path(batch, file_id) if batch else self.file_root / \
-            (await self.file(file_id))["id"]
-        return await asyncio.to_thread(_complete_lines, path)
+        if batch is not None:
+            path = self._result_path(batch, file_id)
+            size = await asyncio.to_thread(_complete_size, path)
+        else:
+            path, size = self.file_root / file_id, (await self.file(file_id))["bytes"]
+        try:
+            source = await asyncio.to_thread(open, path, "rb") if size else None
+        except FileNotFoundError:
+            raise NotFound(f"file {file_id!r} has no content on disk", field="file_id") \
+                from None
+        return size, _chunks(source, size)
+
+    async def sweep_files(self, every: float = 0.0) -> list[str]:
+        """Delete uploaded files past their ``expires_at`` (a live batch's input stays until the
+        batch ends); the ids deleted. With ``every``, at most once in that many seconds."""
+        now = self.clock()
+        if now - self._swept < every:
+            return []
+        self._swept = now
+        await self.refresh()   # another server's new batch may use a file
+        in_use = {b.input_file_id for b in self._batches.values() if b.live}
+        docs = await asyncio.to_thread(self.store.load_docs, "files")
+        gone = [doc["id"] for doc, _ in docs if expired(doc, now) and doc["id"] not in in_use]
+        for file_id in gone:
+            await asyncio.to_thread(self.store.delete_doc, "files", file_id)
+            await asyncio.to_thread(_remove_quietly, self.file_root / file_id)
+        if gone:
+            log.info("deleted %d expired file(s): %s", len(gone), ", ".join(gone))
+        return gone
 
     async def delete_file(self, file_id: str) -> dict[str, Any]:
         if self._result_owner(file_id) is not None:
@@ -442,10 +503,19 @@ def _safe_name(filename: str) -> str:
     return "".join(c for c in name if c.isprintable())[:255] or "upload.jsonl"
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    private_folder(path.parent.parent, path.parent.name)   # <job_root>/files
-    path.touch(mode=0o600)
-    path.write_bytes(data)
+async def _chunks(source: Optional[BinaryIO], size: int) -> AsyncGenerator[bytes, None]:
+    """``size`` bytes of ``source`` (closed at the end), ``CHUNK`` at a time."""
+    if source is None:
+        return
+    try:
+        while size > 0:
+            data = await asyncio.to_thread(source.read, min(CHUNK, size))
+            if not data:
+                return
+            size -= len(data)
+            yield data
+    finally:
+        source.close()
 
 
 def _remove_quietly(path: Path) -> None:

@@ -2,12 +2,16 @@
 service (``batches.py``) does the work."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Optional
 
 from tornado import web
+from tornado.http1connection import HTTP1Connection
+from tornado.iostream import StreamClosedError
 
-from ..errors import RequestError
+from ..errors import OsireError, RequestError, RequestTooLarge
 from .base import OsireHandler
+from .upload_form import FORM_OVERHEAD, UploadForm
 
 
 class _BatchHandler(OsireHandler):
@@ -16,17 +20,67 @@ class _BatchHandler(OsireHandler):
         return self.osire.batches
 
 
+@web.stream_request_body
 class FilesHandler(_BatchHandler):
-    """POST /osire/v1/files (multipart: ``file``, ``purpose``); GET lists them."""
+    """POST /osire/v1/files (multipart: ``file``, ``purpose``, ``expires_after[...]``), streamed
+    to disk: a body over the limit is refused from its Content-Length before it is read, and
+    while it streams the moment it passes the limit (413, nothing kept); GET lists them."""
+
+    _form: Optional[UploadForm] = None
+    _refused = False
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()
+        if self.request.method != "POST":
+            return
+        if not self.current_user:
+            raise web.HTTPError(403)  # before reading a body nobody may send
+        limit = self.batches.max_file_size + FORM_OVERHEAD
+        if int(self.request.headers.get("Content-Length") or 0) > limit:
+            raise RequestTooLarge(f"upload over the limit of {self.batches.max_file_size} "
+                                  "bytes (OsireLLM.max_batch_file_size)", field="file")
+        connection = self.request.connection
+        assert isinstance(connection, HTTP1Connection)
+        connection.set_max_body_size(2 * limit)   # ours (the form's count) answers first
+        upload = await asyncio.to_thread(self.batches.start_upload)
+        try:
+            self._form = UploadForm(self.request.headers.get("Content-Type", ""), upload)
+        except RequestError:
+            await asyncio.to_thread(upload.discard)
+            raise
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self._form is None or self._refused:
+            return
+        try:
+            if self._form.feed(chunk):
+                await asyncio.to_thread(self._form.upload.write_held)
+        except OsireError as exc:   # answer now; tornado drops the rest and closes
+            self._refused = True
+            self._discard()
+            self.log_exception(type(exc), exc, None)
+            self.send_error(exc.status, exc_info=(type(exc), exc, None))
 
     @web.authenticated
     async def post(self) -> None:
-        uploads = self.request.files.get("file")
-        if not uploads:
-            raise RequestError("a multipart field 'file' is required", field="file")
-        purpose = self.get_body_argument("purpose", "")
-        self.write_json(await self.batches.upload(uploads[0].filename, purpose,
-                                                  uploads[0].body))
+        form = self._form
+        assert form is not None
+        form.complete()
+        self._form = None   # finish_upload keeps or discards it
+        self.write_json(await self.batches.finish_upload(
+            form.upload, form.filename, form.fields.get("purpose", ""), form.expires_after()))
+
+    def on_finish(self) -> None:
+        self._discard()
+
+    def on_connection_close(self) -> None:
+        self._discard()   # the caller left mid-upload
+        super().on_connection_close()
+
+    def _discard(self) -> None:
+        if self._form is not None:
+            self._form.upload.discard()
+            self._form = None
 
     @web.authenticated
     async def get(self) -> None:
@@ -49,13 +103,23 @@ class FileHandler(_BatchHandler):
 
 
 class FileContentHandler(_BatchHandler):
-    """GET /osire/v1/files/<id>/content: the file's bytes (a batch's results: complete lines)."""
+    """GET /osire/v1/files/<id>/content: the file's bytes (a batch's results: complete lines),
+    sent a chunk at a time as the connection takes them."""
 
     @web.authenticated
     async def get(self, file_id: str) -> None:
-        data = await self.batches.file_content(file_id)
+        size, chunks = await self.batches.file_content(file_id)
         self.set_header("Content-Type", "application/octet-stream")
-        self.finish(data)
+        self.set_header("Content-Length", str(size))
+        try:
+            async for chunk in chunks:
+                self.write(chunk)
+                await self.flush()
+        except StreamClosedError:
+            return   # the caller left
+        finally:
+            await chunks.aclose()
+        self.finish()
 
 
 class BatchesHandler(_BatchHandler):
@@ -94,7 +158,7 @@ class BatchHandler(_BatchHandler):
         if action is None:
             raise web.HTTPError(405)
         batch = await (self.batches.cancel(batch_id) if action == "cancel"
-                       else self.batches.resume(batch_id))
+                       else self.batches.resume(batch_id, **_resume_options(self.json_body())))
         self.write_json(await self.batches.view(batch))
 
     @web.authenticated
@@ -102,6 +166,15 @@ class BatchHandler(_BatchHandler):
         if action is not None:
             raise web.HTTPError(405)
         self.write_json(await self.batches.delete(batch_id))
+
+
+def _resume_options(body: dict[str, Any]) -> dict[str, Any]:
+    """A resume's body: ``{"retry_failed": false}`` leaves the failed requests failed."""
+    unknown = sorted(set(body) - {"retry_failed"})
+    if unknown:
+        raise RequestError(f"unknown field {unknown[0]!r}; a resume takes 'retry_failed'",
+                           field=unknown[0])
+    return body
 
 
 def _limit(value: Optional[str]) -> int:
