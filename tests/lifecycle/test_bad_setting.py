@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-BAD = {"max_gpus": -1,               # our own check
-       "max_total_gpus": "four",     # traitlets' type check
-       "max_time": "soon"}
+#: case -> (setting, bad value)
+BAD = {"max_gpus": ("max_gpus", -1),                     # our own check
+       "max_total_gpus": ("max_total_gpus", "four"),     # traitlets' type check
+       "max_time": ("max_time", "soon"),
+       "max_time-empty": ("max_time", ""),               # no job may run without a limit
+       "startup_timeout": ("startup_timeout", 0)}        # nor wait forever to be ready
 
 
 @pytest.fixture(params=["local"])
@@ -22,10 +25,12 @@ def setting(request) -> str:
 
 @pytest.fixture
 def osire_config(osire_config, setting):
-    return {**osire_config, setting: BAD[setting]}
+    name, value = BAD[setting]
+    return {**osire_config, name: value}
 
 
 async def test_every_route_says_which_setting_is_wrong(api, jp_fetch, osire_dirs, setting):
+    setting = BAD[setting][0]
     for method, path, body in [("GET", ("health",), None), ("GET", ("catalog",), None),
                                ("GET", ("deployments",), None),
                                ("POST", ("deployments",), {"model": "fake-chat"})]:
