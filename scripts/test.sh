@@ -12,11 +12,12 @@ bash "$REPO/scripts/slurm-cluster.sh" start        # installs slurm and munge if
 
 cd "$REPO"
 # Workers (pytest-xdist): most tests wait on Slurm, servers and engines rather than the CPU, so
-# 3 on 2 cores. --dist loadgroup: a module's tests stay on one worker and the real-vLLM tests
-# share one (tests/conftest.py); OSIRE_TEST_WORKERS=0 runs everything in this process.
+# 3 on 2 cores. --dist loadfile: a module's tests stay on one worker (its module fixtures start
+# once); tests/conftest.py runs one real-vLLM module at a time and the tests that need the whole
+# Slurm cluster alone. OSIRE_TEST_WORKERS=0 runs everything in this process.
 workers="${OSIRE_TEST_WORKERS:-3}"
 parallel=()
-[ "$workers" != 0 ] && parallel=(-n "$workers" --dist loadgroup)
+[ "$workers" != 0 ] && parallel=(-n "$workers" --dist loadfile)
 set +e
 OSIRE_VLLM_PYTHON="$OSIRE_VLLM_PYTHON" "$OSIRE_VENV/bin/python" -m pytest tests -p no:cacheprovider \
     "${parallel[@]}" -ra --durations=25 "$@"

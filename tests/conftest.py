@@ -4,9 +4,11 @@ and what lets several pytest processes (``pytest -n``, other sessions) share tha
 - ``slurm_cluster`` starts it under a file lock, so workers calling it at once start it once.
 - Every test holds the cluster lock shared; a test marked ``cluster_exclusive`` (it stops the
   controller, or needs both fake GPUs free) holds it alone, so it runs while no other test does.
-- Under ``--dist loadgroup`` (scripts/test.sh) a module's tests stay on one worker (its module
-  fixtures start once), and all real-vLLM tests (marker ``vllm``) share one worker, so at most
-  one engine (about 3 GB and a core) runs at a time.
+- Real-vLLM tests (marker ``vllm``) hold the ``vllm`` lock alone from their module's first test
+  to its last one's teardown (module fixtures keep engines between tests), so at most one engine
+  (about 3 GB and a core) runs at a time. Under ``--dist loadfile`` (scripts/test.sh) a module's
+  tests stay on one worker. (Not ``xdist_group``: pytest-xdist 3.8 marks groups by rewriting
+  ``item._nodeid``, which pytest 9.2 no longer reads, so ``--dist loadgroup`` splits modules.)
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
@@ -69,20 +71,28 @@ def pytest_configure(config: pytest.Config) -> None:
                             "both fake GPUs free; runs while no other test holds the cluster")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Before xdist reads ``xdist_group``: real-vLLM tests in one group, others by module."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            group = "vllm" if item.get_closest_marker("vllm") else item.nodeid.split("::")[0]
-            item.add_marker(pytest.mark.xdist_group(group))
+_vllm_lock: list = []       # the open lock file while this process holds the vllm lock
+
+
+def _module_of(item: Optional[pytest.Item]) -> Optional[str]:
+    return item.nodeid.split("::")[0] if item is not None else None
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: object) -> Iterator[None]:
-    """Set-up, call and teardown (module fixtures included) under the cluster lock."""
-    with cluster_lock(item.get_closest_marker("cluster_exclusive") is not None):
-        yield
+def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) -> Iterator[None]:
+    """Set-up, call and teardown (module fixtures included) under the cluster lock; a real-vLLM
+    module under the vllm lock (taken before the cluster lock: one order, no deadlock)."""
+    if item.get_closest_marker("vllm") and not _vllm_lock:
+        LOCKS.mkdir(parents=True, exist_ok=True)
+        handle = open(LOCKS / "vllm", "a")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _vllm_lock.append(handle)
+    try:
+        with cluster_lock(item.get_closest_marker("cluster_exclusive") is not None):
+            yield
+    finally:
+        if _vllm_lock and _module_of(nextitem) != _module_of(item):
+            _vllm_lock.pop().close()        # closing the file releases the lock
 
 
 @pytest.fixture(scope="session")
