@@ -15,7 +15,9 @@ sets ``FENCE``) check in their own transaction that the lease is still held, in 
 for at least the fence's margin, so a cycle that outlived its lease never writes what it saw.
 
 A row that cannot be read (corrupt, or from a future version that changed its shape) is skipped
-and reported in ``problems``; it never disables the extension.
+and reported in ``problems``; it never disables the extension. Nor does a damaged file (not
+SQLite at all, or failing ``PRAGMA quick_check``): it is moved aside and a new one started with
+the rows that can still be read (``state_recovery.py``), and that is reported in ``problems``.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 from .errors import LeaseLost, StoreError
+from .state_recovery import recover
 from .states import Deployment, Replica
 
 SCHEMA = """
@@ -69,6 +72,7 @@ class Store:
         self.problems: list[str] = []
         self._lock = threading.Lock()
         try:
+            self.problems += recover(path, SCHEMA)   # damaged: moved aside, readable rows kept
             self._db = sqlite3.connect(str(path), check_same_thread=False,
                                        isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=DELETE")

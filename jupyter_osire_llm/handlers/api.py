@@ -16,7 +16,8 @@ class HealthHandler(OsireHandler):
     def get(self) -> None:
         ctx = self.osire
         self.write_json({
-            "status": "ok", "version": ctx.version,
+            "status": "degraded" if ctx.service.store.problems else "ok",
+            "version": ctx.version,
             "scheduler": {**ctx.scheduler.describe(), "reason": ctx.scheduler_reason,
                           "last_error": ctx.monitor.last_error},
             "catalog": {"models": len(ctx.catalog.models), "problems": ctx.catalog.problems,
