@@ -174,11 +174,12 @@ class OsireClient:
     def save_results(self, batch: dict[str, Any], output: Any) -> list[str]:
         """Write the batch's results to ``output`` (a path) and its failed requests beside it
         (``<name>.errors.jsonl``); the paths written."""
+        from .batch_spec import errors_path, write_result
         written = []
-        for key, path in (("output_file_id", Path(output)),
-                          ("error_file_id", Path(output).with_suffix(".errors.jsonl"))):
+        for key, path in (("output_file_id", Path(output)), ("error_file_id",
+                                                             errors_path(Path(output)))):
             if batch.get(key):
-                path.write_bytes(self.file_content(batch[key]))
+                write_result(path, self.file_content(batch[key]))   # never through a symlink
                 written.append(str(path))
         return written
 

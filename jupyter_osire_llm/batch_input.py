@@ -6,6 +6,13 @@ Each line is one request in the OpenAI Batch input format::
      "body": {"model": "smollm2-135m", "messages": [...], "max_tokens": 32}}
 
 Every problem names its line; the first ``MAX_PROBLEMS`` are reported together.
+
+A line ends at ``b"\\n"`` and nowhere else (``split_lines``; a binary file's iteration does the
+same): never ``str.splitlines``, which also splits at a bare ``\\r``, U+2028 and others. The
+server's check, the spec reader and the job-side runner (``batch_runner.read_requests``, binary
+too) see the same requests: a ``\\r`` between JSON tokens is whitespace for all of them, a
+bare ``\\r`` inside a string is refused here (a control character) and so never reaches the
+runner, and a U+2028 inside a string is text.
 """
 from __future__ import annotations
 
@@ -26,6 +33,11 @@ MAX_ID_LENGTH = 512
 class BatchInput:
     model: str
     total: int
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """A batch file's lines: split at ``b"\\n"`` only (see the module's note)."""
+    return data.split(b"\n")
 
 
 def check_endpoint(endpoint: object) -> str:

@@ -91,8 +91,10 @@ def _answered(path: Path) -> dict[str, bool]:
 
 
 def read_requests(path: Path) -> Iterator[dict]:
-    """The input's requests (validated by the server before the job was submitted)."""
-    with path.open() as f:
+    """The input's requests (validated by the server before the job was submitted), its lines
+    split at b"\\n" only, as the server's check split them (batch_input.split_lines): a text-mode
+    read would also split at a bare \\r and see other requests than the server checked."""
+    with path.open("rb") as f:
         for raw in f:
             if raw.strip():
                 yield json.loads(raw)

@@ -12,16 +12,20 @@
     metadata: {project: capitals}
 
 ``jupyter osire batch spec.yaml`` and ``%osire batch spec.yaml`` map it onto the same files and
-batches routes as the ``openai`` SDK. Paths are relative to the spec's folder.
+batches routes as the ``openai`` SDK. Paths are relative to the spec's folder. A spec is a file
+that may come from someone else, so its ``output`` stays inside the spec's folder (no ``..``, no
+absolute path outside it, no symlink as the file), and results are written without following a
+symlink (``write_result``).
 """
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .batch_input import ENDPOINTS
+from .batch_input import ENDPOINTS, split_lines
 from .errors import RequestError
 
 FIELDS = {"model", "resources", "prompts", "input", "system", "params", "endpoint", "output",
@@ -78,14 +82,53 @@ def parse_spec(doc: Any, folder: Path) -> BatchSpec:
     else:
         lines = _input_lines(folder / str(doc["input"]), model, params)
     output = doc.get("output")
-    if output is not None and (not isinstance(output, str) or not output):
-        raise RequestError("'output' must be a file name", field="output")
     metadata = doc.get("metadata")
     if metadata is not None:
         metadata = {str(k): str(v) for k, v in _mapping(doc, "metadata").items()}
     return BatchSpec(model=model, lines=lines, endpoint=endpoint,
                      resources=_mapping(doc, "resources"),
-                     output=folder / output if output else None, metadata=metadata)
+                     output=None if output is None else output_path(output, folder),
+                     metadata=metadata)
+
+
+def output_path(output: Any, folder: Path) -> Path:
+    """Where a spec's ``output`` goes: a file inside ``folder`` (the spec's), neither it nor its
+    ``.errors.jsonl`` companion a symlink; ``RequestError`` (field ``output``) otherwise."""
+    if not isinstance(output, str) or not output or "\0" in output:
+        raise RequestError("'output' must be a file name", field="output")
+    if ".." in Path(output).parts:
+        raise RequestError(f"'output' {output!r} contains '..': results are written inside the "
+                           f"spec's folder {folder}", field="output")
+    path = folder / output
+    inside = os.path.realpath(folder)
+    if os.path.commonpath([inside, os.path.realpath(path.parent)]) != inside or \
+            path.name in ("", ".") or path.is_dir():
+        raise RequestError(f"'output' {output!r} is not a file inside the spec's folder "
+                           f"{folder}", field="output")
+    for target in (path, errors_path(path)):
+        if target.is_symlink():
+            raise RequestError(f"'output': {target} is a symlink; results are never written "
+                               "through one (remove it, or name another file)", field="output")
+    return path
+
+
+def errors_path(output: Path) -> Path:
+    """Where the failed requests go, beside the results: ``<name>.errors.jsonl``."""
+    return output.with_suffix(".errors.jsonl")
+
+
+def write_result(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (0600 if new), refusing a symlink there at the moment of opening
+    (``O_NOFOLLOW``): one planted while the batch ran does not redirect the results."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        why = "it is a symlink" if path.is_symlink() else exc.strerror or str(exc)
+        raise RequestError(f"cannot write the results to {path}: {why}", field="output") \
+            from exc
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _mapping(doc: dict, name: str) -> dict:
@@ -135,7 +178,7 @@ def _input_lines(path: Path, model: str, params: dict) -> list[dict]:
     """An OpenAI batch file's lines, each body given the spec's model and parameters where it
     has none of its own (the server checks everything else, naming the line)."""
     try:
-        raw_lines = path.read_text().splitlines()
+        raw_lines = split_lines(path.read_bytes())
     except OSError as exc:
         raise RequestError(f"cannot read the input file {path}: {exc.strerror or exc}",
                            field="input") from exc

@@ -274,3 +274,23 @@ def test_bad_batch_specs_are_refused_naming_the_field(server, tmp_path, text, co
     run = osire(server, "batch", str(spec))
     assert run.returncode == code and words in run.stderr, run.stderr
     assert as_json(osire(server, "batches", "--json"))["batches"] == before
+
+
+@pytest.mark.parametrize("output", ["link.jsonl", "../stolen.jsonl", "{outside}/stolen.jsonl"])
+def test_a_spec_output_outside_its_folder_or_symlinked_is_refused_and_nothing_written(
+        server, tmp_path, output):
+    outside, folder = tmp_path / "outside", tmp_path / "project"
+    outside.mkdir()
+    folder.mkdir()
+    victim = outside / "victim"
+    victim.write_text("precious\n")
+    (folder / "link.jsonl").symlink_to(victim)
+    spec = folder / "spec.yaml"
+    spec.write_text(f"model: fake-chat\nprompts: [hi]\noutput: {output.format(outside=outside)}\n")
+    before = as_json(osire(server, "batches", "--json"))["batches"]
+    run = osire(server, "batch", str(spec))
+    assert run.returncode == 4 and "'output'" in run.stderr, run.stderr
+    assert as_json(osire(server, "batches", "--json"))["batches"] == before   # nothing submitted
+    assert victim.read_text() == "precious\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["victim"]
+    assert not (tmp_path / "stolen.jsonl").exists()
