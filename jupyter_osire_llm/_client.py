@@ -116,8 +116,10 @@ class OsireClient:
     def cancel_batch(self, batch_id: str) -> dict[str, Any]:
         return self._v1("POST", f"batches/{_quote(batch_id)}/cancel")
 
-    def resume_batch(self, batch_id: str) -> dict[str, Any]:
-        return self._v1("POST", f"batches/{_quote(batch_id)}/resume")
+    def resume_batch(self, batch_id: str, retry_failed: bool = True) -> dict[str, Any]:
+        """Run the rest of an ended batch, and its failed requests again unless told not to."""
+        return self._v1("POST", f"batches/{_quote(batch_id)}/resume",
+                        None if retry_failed else {"retry_failed": False})
 
     def file_content(self, file_id: str) -> bytes:
         return self._v1("GET", f"files/{_quote(file_id)}/content", as_bytes=True)
@@ -133,10 +135,14 @@ class OsireClient:
         return self._v1("DELETE", f"batches/{_quote(batch_id)}")
 
     def batch_target(self, target: str, *, cancel: bool = False, resume: bool = False,
-                     delete: bool = False) -> tuple[dict[str, Any], Any]:
+                     delete: bool = False, retry_failed: bool = True
+                     ) -> tuple[dict[str, Any], Any]:
         """What ``batch SPEC|BATCH_ID [--cancel|--resume|--delete]`` names: a spec file run, or
         a batch followed, cancelled, resumed or deleted; the batch (or the deletion) and where
         its results go (a spec's output)."""
+        if not retry_failed and not resume:
+            raise errors.RequestError("--no-retry-failed goes with --resume",
+                                      field="retry_failed")
         if target.startswith("batch_"):
             if delete:
                 return self.delete_batch(target), None
@@ -144,7 +150,7 @@ class OsireClient:
             if cancel:
                 b = self.cancel_batch(b["id"])
             elif resume:
-                b = self.resume_batch(b["id"])
+                b = self.resume_batch(b["id"], retry_failed)
             return b, None
         if cancel or resume or delete:
             raise errors.RequestError("--cancel, --resume and --delete take a batch id "

@@ -9,7 +9,10 @@
 
 ``queued`` is ours (OpenAI has no queue to show): the job waits in Slurm, ``reason`` says why. A
 failed, expired or cancelled batch with requests left can be resumed: a new job in the same
-folder answers the rest.
+folder answers the rest, and (unless asked not to) tries the failed requests again, which makes
+a completed batch with failed requests resumable too. A cancel that comes while the job is being
+submitted leaves the batch ``cancelling`` until the submission's outcome is known, so it cannot
+be resumed into a second job meanwhile.
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ class Batch:
     cancel_requested: bool = False
     launched_by: str = ""
     log_tail: Optional[str] = None
+    lost_since: Optional[float] = None    # when the scheduler first said its job vanished
     version: int = 0
 
     def __post_init__(self) -> None:
@@ -67,6 +71,12 @@ class Batch:
     @property
     def left(self) -> int:
         return max(0, self.total - self.completed - self.failed)
+
+    def resumable(self, retry_failed: bool = True) -> bool:
+        """Whether a resume has anything to do: requests left, or failed ones to try again."""
+        if self.status not in RESUMABLE + (COMPLETED,):
+            return False
+        return self.left > 0 or (retry_failed and self.failed > 0)
 
     def to_doc(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -104,7 +114,7 @@ class Batch:
                       "scheduler_state": self.scheduler_state, "node": self.node,
                       "resources": self.resources, "left": self.left,
                       "log_tail": self.log_tail,
-                      "resumable": self.status in RESUMABLE and self.left > 0},
+                      "resumable": self.resumable()},
         }
 
 

@@ -26,8 +26,8 @@ from typing import Any, AsyncGenerator, BinaryIO, Callable, Optional
 
 from .batch_files import CHUNK, FileUpload, expired, expires_at
 from .batch_input import check_endpoint, check_input
-from .batch_states import (CANCELLED, CANCELLING, IN_PROGRESS, QUEUED, RESUMABLE, VALIDATING,
-                           Batch, apply_counts, apply_job_info, error_file_id, output_file_id)
+from .batch_states import (CANCELLED, CANCELLING, IN_PROGRESS, QUEUED, VALIDATING, Batch,
+                           apply_counts, apply_job_info, error_file_id, output_file_id)
 from .catalog import Catalog
 from .deployments import GUARD_SOURCE, KEY_FILE, write_key
 from .errors import (ConfigError, Conflict, NotFound, OsireError, RequestError,
@@ -35,7 +35,7 @@ from .errors import (ConfigError, Conflict, NotFound, OsireError, RequestError,
 from .logtail import read_tail
 from .private_folder import private_folder
 from .render import ScriptRenderer
-from .schedulers.base import Job, JobInfo, JobRequest, Resources, Scheduler
+from .schedulers.base import Job, JobInfo, JobRequest, JobState, Resources, Scheduler
 from .spec import SiteLimits, parse_resources
 from .store import Holdings, Store
 from .usage import gpus_in_use, live_batches, resources_gpus
@@ -50,7 +50,9 @@ CANCEL_RETRY = 5.0
 SWEEP_EVERY = 60.0   # least seconds between the sweeps of expired files that uploads make
 #: The runner's last phase (progress.json) when its engine let it down.
 ENGINE_PHASES = {"engine-failed": "the engine exited or never became healthy",
-                 "engine-died": "the engine stopped while the batch ran"}
+                 "engine-died": "the engine stopped while the batch ran",
+                 "engine-impostor": "another process answered in the engine's place (it was sent "
+                                    "neither the key nor a prompt)"}
 
 
 class BatchService:
@@ -58,10 +60,13 @@ class BatchService:
                  store: Store, renderer: ScriptRenderer, job_root: Path, server_id: str,
                  changed: asyncio.Event, max_batches: int = 4, concurrency: int = 16,
                  max_file_size: int = 200 * 1024 * 1024, file_expiry: float = 0.0,
+                 lost_grace: float = 60.0, retry_delay: float = 1.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.catalog, self.limits, self.scheduler = catalog, limits, scheduler
         self.store, self.renderer, self.server_id = store, renderer, server_id
         self.changed, self.clock = changed, clock
+        self.lost_grace = lost_grace     # a "vanished" verdict is believed after so many seconds
+        self.retry_delay = retry_delay   # the runner's first wait before trying a request again
         self.max_batches, self.concurrency, self.max_file_size = \
             max_batches, concurrency, max_file_size
         self.batch_root, self.file_root = job_root / "batches", job_root / "files"
@@ -265,18 +270,23 @@ class BatchService:
                                field="input_file_id")
         self.limits.check_total_gpus(gpus_in_use(holdings), resources_gpus(batch.resources))
 
-    async def _submit(self, batch_id: str) -> None:
+    async def _submit(self, batch_id: str, retry_failed: bool = False) -> None:
         batch = self.get(batch_id)
         entry = self.catalog.get(batch.model)
         resources = Resources(**batch.resources)
         folder = Path(batch.folder)
-        script = self.renderer.render_batch(entry, resources, batch_id, folder, self.concurrency)
+        script = self.renderer.render_batch(entry, resources, batch_id, folder, self.concurrency,
+                                            self.retry_delay)
         request = JobRequest(name=_job_name(batch_id), script=script, folder=folder,
                              resources=resources)
         self._submitting.add(batch_id)
         try:
-            await asyncio.to_thread(_new_run, folder)
-            job = await asyncio.to_thread(self.scheduler.submit, request)
+            earlier = await asyncio.to_thread(_new_run, folder, retry_failed)
+            try:
+                job = await asyncio.to_thread(self.scheduler.submit, request)
+            except SchedulerError:
+                await asyncio.to_thread(_restore_errors, folder, earlier)
+                raise
             try:
                 await self._mutate(batch_id, lambda b: replace(
                     b, job_id=job.id, jobs=b.jobs + (job.id,), status=CANCELLING
@@ -307,10 +317,10 @@ class BatchService:
         if not batch.live:
             return batch
         now = int(self.clock())
+        # Without a job id the job may be being submitted (here or by another server): the batch
+        # stays cancelling, never resumable, until the submission has a job to cancel or failed.
         batch = await self._mutate(batch_id, lambda b: replace(
-            b, cancel_requested=True, status=CANCELLED if not b.job_id else CANCELLING,
-            cancelling_at=b.cancelling_at or now,
-            cancelled_at=now if not b.job_id else b.cancelled_at))
+            b, cancel_requested=True, status=CANCELLING, cancelling_at=b.cancelling_at or now))
         if batch.job_id:
             await self._send_cancel(batch)
         return self.get(batch_id)
@@ -334,29 +344,52 @@ class BatchService:
         self.changed.set()
         return {"id": batch_id, "object": "batch.deleted", "deleted": True}
 
-    async def resume(self, batch_id: str) -> Batch:
-        """Submit a failed, expired or cancelled batch again for the requests it has not
-        answered; its results so far stay."""
+    async def resume(self, batch_id: str, retry_failed: bool = True) -> Batch:
+        """Submit an ended batch again for the requests it has not answered and (unless
+        ``retry_failed`` is false) those that failed; its answers so far stay, and the errors
+        of the earlier runs move to ``errors.<n>.jsonl``."""
+        if not isinstance(retry_failed, bool):
+            raise RequestError("'retry_failed' must be true or false", field="retry_failed")
         batch = self.get(batch_id)
-        if batch.status not in RESUMABLE or batch.left == 0:
-            raise Conflict(f"batch {batch_id} is {batch.status} with {batch.left} requests left: "
-                           "nothing to resume", field="batch_id")
+        if not batch.resumable(retry_failed):
+            raise Conflict(f"batch {batch_id} is {batch.status} with {batch.left} requests left "
+                           f"and {batch.failed} failed"
+                           f"{'' if retry_failed else ' (not to be retried)'}: nothing to resume",
+                           field="batch_id")
 
         def change(b: Batch) -> Batch:
-            if b.status not in RESUMABLE:
+            if not b.resumable(retry_failed):
                 raise Conflict(f"batch {batch_id} is {b.status}", field="batch_id")
             return replace(b, status=VALIDATING, cancel_requested=False, reason=None,
                            failed_at=None, expired_at=None, cancelled_at=None,
-                           cancelling_at=None, launched_by=self.server_id, log_tail=None)
+                           cancelling_at=None, completed_at=None, lost_since=None,
+                           failed=0 if retry_failed else b.failed,
+                           launched_by=self.server_id, log_tail=None)
         await self._mutate(batch_id, change, check=partial(self._check_limits, batch=batch))
         try:
-            await self._submit(batch_id)
+            await self._submit(batch_id, retry_failed)
         except (SchedulerError, StoreError, ConfigError, OSError) as exc:
-            message = exc.message if isinstance(exc, OsireError) else str(exc)
-            await self._mutate(batch_id, lambda b: replace(
-                b, status=batch.status, reason=f"not resumed: {message}"))
+            await self._not_resumed(batch, exc)
             raise
         return self.get(batch_id)
+
+    async def _not_resumed(self, before: Batch, exc: Exception) -> None:
+        """A resume whose submission failed: the batch as it was (cancelled if a cancel came
+        meanwhile); a job a timed-out sbatch may have made is cancelled by name."""
+        if isinstance(exc, SchedulerTimeout):
+            try:
+                await asyncio.to_thread(self.scheduler.cancel_named, _job_name(before.id))
+            except SchedulerError:
+                log.warning("batch %s: could not cancel a job sbatch may have made", before.id)
+        message = exc.message if isinstance(exc, OsireError) else str(exc)
+        counts = await asyncio.to_thread(count_results, Path(before.folder))
+        now = int(self.clock())
+        await self._mutate(before.id, lambda b: replace(
+            b, status=CANCELLED if b.cancel_requested else before.status,
+            completed_at=before.completed_at, failed_at=before.failed_at,
+            expired_at=before.expired_at,
+            cancelled_at=now if b.cancel_requested else before.cancelled_at,
+            completed=counts[0], failed=counts[1], reason=f"not resumed: {message}"))
 
     async def _send_cancel(self, batch: Batch) -> None:
         self._cancelled_at[batch.id] = self.clock()
@@ -378,16 +411,29 @@ class BatchService:
         if info.job_id != batch.job_id or not batch.live:
             return
         now = int(self.clock())
+        if info.state is JobState.LOST and not self._lost_confirmed(batch):
+            if batch.lost_since is None:
+                await self._mutate(batch_id, lambda b: replace(b, lost_since=self.clock())
+                                   if b.live and b.job_id == info.job_id else b)
+            return
         if info.state.terminal:
             ended = await asyncio.to_thread(_ended_run, Path(batch.folder))
             await self._mutate(batch_id, lambda b: _end(b, info, now, *ended)
                                if b.live and b.job_id == info.job_id else b)
             return
-        await self._mutate(batch_id, lambda b: apply_job_info(b, info, now)
+        await self._mutate(batch_id, lambda b: replace(apply_job_info(b, info, now),
+                                                       lost_since=None)
                            if b.live and b.job_id == info.job_id else b)
         if batch.cancel_requested and self.clock() - self._cancelled_at.get(batch_id, 0) >= \
                 CANCEL_RETRY:
             await self._send_cancel(self.get(batch_id))
+
+    def _lost_confirmed(self, batch: Batch) -> bool:
+        """"Vanished" is a verdict from missing evidence (as for deployments): believed only
+        once it has held for ``lost_grace`` seconds, since an ended batch is never asked about
+        again."""
+        return batch.lost_since is not None and \
+            self.clock() - batch.lost_since >= self.lost_grace
 
     async def observe_progress(self) -> None:
         """Counts of running batches from their ``progress.json`` (cheap: one small file)."""
@@ -401,17 +447,21 @@ class BatchService:
                 await self._mutate(batch.id, partial(_with_counts, counts=counts))
 
     async def reap_interrupted(self, alive: Callable[[str], bool]) -> None:
-        """Batches whose submission a server that died cut off: its job may exist by name."""
+        """Batches whose submission a server that died cut off (validating, or cancelled while
+        being submitted): its job may exist by name."""
         for batch in list(self._batches.values()):
-            if batch.status != VALIDATING or batch.job_id or batch.id in self._submitting or \
+            if not batch.live or batch.job_id or batch.id in self._submitting or \
                     self.clock() - batch.created_at < 60 or alive(batch.launched_by):
                 continue
             try:
                 await asyncio.to_thread(self.scheduler.cancel_named, _job_name(batch.id))
             except SchedulerError:
                 continue
+            now = int(self.clock())
             await self._mutate(batch.id, lambda b: replace(
-                b, status="failed", failed_at=int(self.clock()),
+                b, status=CANCELLED, cancelled_at=now, reason="cancelled by user")
+                if b.cancel_requested else replace(
+                b, status="failed", failed_at=now,
                 reason="its submission was cut off (the Jupyter server stopped)"))
 
     async def refresh(self) -> None:
@@ -537,14 +587,29 @@ def _prepare_folder(folder: Path, source: Path) -> None:
         shutil.copyfile(code, folder / code.name)
 
 
-def _new_run(folder: Path) -> None:
-    """A fresh key, and no exit status or log of an earlier run taken for this one's."""
+def _new_run(folder: Path, retry_failed: bool = False) -> Optional[Path]:
+    """A fresh key, and no exit status, progress or log of an earlier run taken for this one's.
+    With ``retry_failed`` the earlier errors move to ``errors.<n>.jsonl`` (returned), so that
+    the runner asks those requests again."""
     write_key(folder / KEY_FILE, secrets.token_urlsafe(32))
     (folder / "exit_status").unlink(missing_ok=True)
+    (folder / PROGRESS).unlink(missing_ok=True)
     log_file = folder / "job.log"
     if log_file.exists():
         runs = len(list(folder.glob("job.*.log")))
         log_file.rename(folder / f"job.{runs + 1}.log")
+    errors = folder / ERRORS
+    if not retry_failed or not errors.exists():
+        return None
+    earlier = folder / f"errors.{len(list(folder.glob('errors.*.jsonl'))) + 1}.jsonl"
+    errors.rename(earlier)
+    return earlier
+
+
+def _restore_errors(folder: Path, earlier: Optional[Path]) -> None:
+    """Undo ``_new_run``'s move of the errors: the run was never submitted."""
+    if earlier is not None and not (folder / ERRORS).exists():
+        earlier.rename(folder / ERRORS)
 
 
 def _with_counts(batch: Batch, counts: tuple[int, int]) -> Batch:

@@ -27,9 +27,10 @@ _FLAG = re.compile(r"--?[A-Za-z0-9][A-Za-z0-9_-]{0,63}", re.ASCII)
 #: and SGLang's spelling; llama.cpp's llama-server: -m, --alias, --host, --port).
 ARG_FLAGS = {"model_flag": "--model", "name_flag": "--served-model-name", "host_flag": "--host",
              "port_flag": "--port"}
-#: How vLLM takes its key and its certificate (uvicorn's flags).
+#: How vLLM takes its key and its certificate (uvicorn's flags), and where a batch's engine
+#: listens on a Unix socket instead of a port (``--uds``).
 VLLM_DEFAULTS = {"key_env": "VLLM_API_KEY", "tls_cert_flag": "--ssl-certfile",
-                 "tls_key_flag": "--ssl-keyfile"}
+                 "tls_key_flag": "--ssl-keyfile", "uds_flag": "--uds"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Engine:
     key_file_flag: str = ""            # ...or from the file this flag names (never argv)
     tls_cert_flag: str = ""            # flags giving the engine its per-job certificate and key
     tls_key_flag: str = ""
+    uds_flag: str = ""                 # a batch's engine listens on this Unix socket (no port)
     insecure: bool = False             # the admin accepts an engine without key or TLS
     readiness: str = "completion"      # see READINESS
     model_flag: str = "--model"        # "": the model path is the first argument
@@ -55,8 +57,8 @@ class Engine:
     @property
     def reserved_flags(self) -> set[str]:
         """Flags the job sets itself; ``engine_args`` may not set them again."""
-        return {f for f in (self.model_flag, self.name_flag, self.host_flag, self.port_flag)
-                if f}
+        return {f for f in (self.model_flag, self.name_flag, self.host_flag, self.port_flag,
+                            self.uds_flag) if f}
 
     @property
     def weaknesses(self) -> list[str]:
@@ -182,7 +184,7 @@ def _parse_engine(name: str, spec: Any) -> Engine:
     if not isinstance(spec, Mapping):
         raise ValueError("must be a mapping with at least 'command'")
     _no_unknown(spec, {"command", "kind", "setup", "env", "template", "guard", "key_env",
-                       "key_file_flag", "tls_cert_flag", "tls_key_flag", "insecure",
+                       "key_file_flag", "tls_cert_flag", "tls_key_flag", "uds_flag", "insecure",
                        "readiness", *ARG_FLAGS})
     command = spec.get("command")
     if not isinstance(command, str) or not command.strip() or "\n" in command:
@@ -195,7 +197,7 @@ def _parse_engine(name: str, spec: Any) -> Engine:
         raise ValueError(f"'readiness' must be one of {', '.join(READINESS)}, got {readiness!r}")
     defaults = VLLM_DEFAULTS if kind == "vllm" else {}
     protection = {name: _flag_or_name(spec, name, defaults.get(name, "")) for name in
-                  ("key_env", "key_file_flag", "tls_cert_flag", "tls_key_flag")}
+                  ("key_env", "key_file_flag", "tls_cert_flag", "tls_key_flag", "uds_flag")}
     arguments = {flag: _flag_or_name(spec, flag, default) for flag, default in ARG_FLAGS.items()}
     for needed in ("host_flag", "port_flag"):
         if not arguments[needed]:

@@ -10,7 +10,7 @@
     jupyter osire batch SPEC.yaml [--no-wait] [--timeout S]
                                                run a batch (see batch_spec.py); results to its
                                                output file when it ends
-    jupyter osire batch BATCH_ID [--cancel | --resume | --delete] [--no-wait]
+    jupyter osire batch BATCH_ID [--cancel | --resume [--no-retry-failed] | --delete] [--no-wait]
     jupyter osire batches                      your batches and their progress
     jupyter osire url                          the OpenAI base URL (never the token)
     jupyter osire status                       the extension's health
@@ -125,9 +125,12 @@ def parser() -> argparse.ArgumentParser:
     action = batch.add_mutually_exclusive_group()
     action.add_argument("--cancel", action="store_true", help="cancel the batch")
     action.add_argument("--resume", action="store_true",
-                        help="run a failed, expired or cancelled batch's remaining requests")
+                        help="run an ended batch's remaining requests, and its failed ones "
+                        "again")
     action.add_argument("--delete", action="store_true",
                         help="forget an ended batch and remove its results")
+    batch.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
+                       help="with --resume: leave the failed requests failed")
     batch.add_argument("--no-wait", action="store_true", help="do not wait for it to end")
     batch.add_argument("--timeout", type=float, help="give up waiting after S seconds (exit 6)")
     sub.add_parser("batches", parents=[common], help="your batches and their progress")
@@ -313,7 +316,7 @@ def _wait(api: OsireClient, ref: str, args: argparse.Namespace, out: TextIO,
 def _batch(api: OsireClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run a spec, or act on a batch by id; waits (with progress) unless --no-wait."""
     b, output = api.batch_target(args.target, cancel=args.cancel, resume=args.resume,
-                                 delete=args.delete)
+                                 delete=args.delete, retry_failed=args.retry_failed)
     if args.delete:
         out.write(json.dumps(b, indent=2) + "\n" if args.json else
                   f"deleted {b['id']} and its results\n")

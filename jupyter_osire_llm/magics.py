@@ -10,7 +10,7 @@
     %osire wait ID|MODEL [--timeout S]
     %osire url                         the OpenAI base URL (use client() for a ready client)
     %osire batch SPEC.yaml [--no-wait]  run a batch; progress here, results to its output file
-    %osire batch BATCH_ID [--cancel | --resume | --delete] [--no-wait]
+    %osire batch BATCH_ID [--cancel | --resume [--no-retry-failed] | --delete] [--no-wait]
     %osire batches                     your batches and their progress
 
     %%osire chat MODEL [--max-tokens N] [--temperature T] [--system TEXT] [--continue] [--out NAME]
@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     action.add_argument("--cancel", action="store_true")
     action.add_argument("--resume", action="store_true")
     action.add_argument("--delete", action="store_true")
+    batch.add_argument("--no-retry-failed", dest="retry_failed", action="store_false")
     batch.add_argument("--no-wait", action="store_true")
     batch.add_argument("--timeout", type=float)
     sub.add_parser("batches", help="your batches and their progress")
@@ -192,7 +193,7 @@ class OsireMagics(Magics):
         """A spec (a path) is uploaded and run; a batch id is followed, cancelled, resumed or
         deleted. The batch's record is kept in ``_osire_batch``."""
         b, output = self.api.batch_target(args.target, cancel=args.cancel, resume=args.resume,
-                                          delete=args.delete)
+                                          delete=args.delete, retry_failed=args.retry_failed)
         if args.delete:
             print(f"deleted {b['id']} and its results")
             return

@@ -260,7 +260,7 @@ class Monitor:
             await self.service.reap_interrupted(lambda server: alive.get(server, False))
         await self.service.cancel_interrupted()
         if self.batches is not None:
-            cut_off = {b.launched_by for b in self.batches.all() if b.status == "validating"}
+            cut_off = {b.launched_by for b in self.batches.all() if b.live and not b.job_id}
             if cut_off:
                 alive = await asyncio.to_thread(lambda: {s: self._alive(s) for s in cut_off})
                 await self.batches.reap_interrupted(lambda server: alive.get(server, False))

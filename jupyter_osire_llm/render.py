@@ -89,8 +89,10 @@ class ScriptRenderer:
             port_flag=entry.engine.port_flag)
 
     def render_batch(self, entry: ModelEntry, resources: Resources, batch_id: str,
-                     job_dir: Path, concurrency: int) -> str:
-        """The job script of a batch: the engine on the node's loopback, and the batch runner."""
+                     job_dir: Path, concurrency: int, retry_delay: float = 1.0) -> str:
+        """The job script of a batch: the engine on a Unix socket in a private folder (or, for
+        an engine without ``uds_flag``, on the node's loopback behind a pinned per-run
+        certificate), and the batch runner."""
         try:
             template = self.env.get_template(BATCH_TEMPLATE)
         except jinja2.TemplateNotFound as exc:
@@ -102,5 +104,7 @@ class ScriptRenderer:
             command=entry.engine.command,
             engine_args=engine_argv(entry, resources, "127.0.0.1"),
             key_env=entry.engine.key_env, key_file_flag=entry.engine.key_file_flag,
-            port_flag=entry.engine.port_flag, concurrency=concurrency)
+            port_flag=entry.engine.port_flag, uds_flag=entry.engine.uds_flag,
+            tls_cert_flag=entry.engine.tls_cert_flag, tls_key_flag=entry.engine.tls_key_flag,
+            concurrency=concurrency, retry_delay=retry_delay)
 

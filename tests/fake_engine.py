@@ -44,7 +44,13 @@ Controls (environment variable, or the command-line option in brackets):
                                    included: a JSON list of [name, value] pairs (or an object)
     OSIRE_FAKE_LOG_LINE=TEXT       [--log-line]       one more line printed to stderr at start
     OSIRE_FAKE_DEFAULT_TOKENS=N    default number of tokens when the request gives none (16)
+    OSIRE_FAKE_FAIL_FIRST=N        [--fail-first]     the first N generation requests (chat,
+                                   completions, embeddings) fail in turn with 503, 429 (with
+                                   Retry-After: 1), 500 and a cut connection, then all succeed
+    OSIRE_FAKE_FAIL_FILE=PATH      [--fail-file]      while PATH exists, generation requests 503
     --ssl-certfile F --ssl-keyfile K   serve HTTPS with that certificate (as vLLM/uvicorn)
+    --uds PATH                     serve HTTP on this Unix socket instead of host and port (as
+                                   vLLM's --uds)
 
 No access log is written; on start it prints vLLM-like lines to stderr. SIGTERM/SIGINT end it with
 exit code 0.
@@ -100,6 +106,9 @@ def parse_args(argv=None):
     p.add_argument("--response-headers", default=_env("OSIRE_FAKE_RESPONSE_HEADERS"))
     p.add_argument("--log-line", default=_env("OSIRE_FAKE_LOG_LINE"))
     p.add_argument("--default-tokens", type=int, default=int(_env("OSIRE_FAKE_DEFAULT_TOKENS", 16)))
+    p.add_argument("--fail-first", type=int, default=int(_env("OSIRE_FAKE_FAIL_FIRST", 0)))
+    p.add_argument("--fail-file", default=_env("OSIRE_FAKE_FAIL_FILE"))
+    p.add_argument("--uds", default=None)
     p.add_argument("--ssl-certfile", "--ssl-cert-file", default=None)
     p.add_argument("--ssl-keyfile", "--ssl-key-file", default=None)
     args, _unknown = p.parse_known_args(argv)  # vLLM-style engine arguments are accepted and ignored
@@ -118,7 +127,7 @@ class FakeEngine:
                else _env("VLLM_API_KEY", "")).strip()
         self.expected = ("Bearer " + key).encode() if key else None
         self.stats = {"requests": 0, "in_flight": 0, "streams_started": 0,
-                      "streams_completed": 0, "streams_cancelled": 0}
+                      "streams_completed": 0, "streams_cancelled": 0, "failed_on_purpose": 0}
         self.created = int(time.time())
         self._headers_log = open(args.headers_log, "a", buffering=1) if args.headers_log else None
 
@@ -138,11 +147,33 @@ class FakeEngine:
                                     body=_dumps({"error": {"message": "Invalid or missing API key",
                                                            "type": "invalid_request_error", "param": None,
                                                            "code": "invalid_api_key"}}))
+        failure = self._failure(request)
+        if failure is not None:
+            return failure
         self.stats["in_flight"] += 1
         try:
             return await handler(request)
         finally:
             self.stats["in_flight"] -= 1
+
+    def _failure(self, request):
+        """A failure asked for by --fail-first or --fail-file, or None."""
+        if request.method != "POST" or not request.path.startswith("/v1/"):
+            return None
+        failing_file = self.args.fail_file and os.path.exists(self.args.fail_file)
+        number = self.stats["failed_on_purpose"]
+        if not failing_file and number >= self.args.fail_first:
+            return None
+        self.stats["failed_on_purpose"] += 1
+        kind = 0 if failing_file else number % 4
+        if kind == 3:   # the connection is cut without an answer
+            request.transport.close()
+            return web.Response(status=503)   # never sent: the connection is gone
+        status = (503, 429, 500)[kind]
+        response = _error(status, f"failing on purpose ({status})", "ServiceUnavailableError")
+        if status == 429:
+            response.headers["Retry-After"] = "1"
+        return response
 
     def _authorized(self, request):
         if self.expected is None:
@@ -391,11 +422,15 @@ async def serve(args):
     if args.ssl_certfile:  # as uvicorn (vLLM) does with --ssl-certfile/--ssl-keyfile
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
-    site = web.TCPSite(runner, args.host, args.port, backlog=4096, reuse_address=True,
-                       ssl_context=tls)
+    if args.uds:   # as vLLM's --uds: host, port (and TLS) are ignored
+        site = web.UnixSite(runner, args.uds, backlog=4096)
+        where = f"unix:{args.uds}"
+    else:
+        site = web.TCPSite(runner, args.host, args.port, backlog=4096, reuse_address=True,
+                           ssl_context=tls)
+        where = f"{'https' if tls else 'http'}://{args.host}:{args.port}"
     await site.start()
-    scheme = "https" if tls else "http"
-    _log(f"Starting vLLM-compatible fake API server on {scheme}://{args.host}:{args.port} "
+    _log(f"Starting vLLM-compatible fake API server on {where} "
          f"serving {', '.join(engine.names)} (pid {os.getpid()})")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -82,7 +82,7 @@ def test_the_port_flag_reaches_both_job_scripts():
     e = llama_cpp_entry(port_flag="--listen")
     assert '--listen "$PORT" &' in render(e)
     batch = ScriptRenderer().render_batch(e, Resources(), "batch_1", Path("/jobs/b"), 4)
-    assert '--listen "$PORT" &' in batch and '--port "$PORT"' not in batch
+    assert 'LISTEN_ARGS=(--listen "$PORT")' in batch and '--port "$PORT"' not in batch
 
 
 def test_script_is_valid_bash_and_carries_no_key_and_no_sbatch_lines():
