@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import RequestError, RequestTooLarge
+from .errors import RequestError, RequestTooLarge, StoreError
 
 CHUNK = 1024 * 1024              # bytes held before a write; bytes per download chunk
 EXPIRY_MIN, EXPIRY_MAX = 3600, 2_592_000   # OpenAI's bounds for expires_after.seconds
@@ -44,8 +44,13 @@ class FileUpload:
         return len(self._buffer) >= CHUNK
 
     def write_held(self) -> None:
+        """Write what is held (``StoreError`` when the disk refuses: full, quota)."""
         if self._file is not None and self._buffer:
-            self._file.write(self._buffer)
+            try:
+                self._file.write(self._buffer)
+            except OSError as exc:
+                raise StoreError(f"cannot store the upload under {self.path.parent}: "
+                                 f"{exc.strerror or exc}") from exc
             self._buffer.clear()
 
     def keep(self, final: Path) -> None:
