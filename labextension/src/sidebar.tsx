@@ -12,6 +12,7 @@ import * as React from 'react';
 import { DeploymentState, IDeployment, TERMINAL_STATES } from './api';
 import { BatchSection } from './batchlist';
 import { CommandIDs } from './commandids';
+import { IStateWarning, stateWarning } from './health';
 import { LaunchForm } from './launchform';
 import { MetricsView } from './metricsview';
 import { OsireModel } from './model';
@@ -45,6 +46,28 @@ export class OsireSidebar extends ReactWidget {
   }
 }
 
+/** A damaged state file (moved aside, rows lost) or unreadable records: said at the top,
+ * with the server's own words (as text) under Details. */
+function StateBanner(props: { warning: IStateWarning | null }): JSX.Element | null {
+  const { warning } = props;
+  if (warning === null) {
+    return null;
+  }
+  return (
+    <div className="jp-OsireSidebar-banner" role="alert">
+      <strong>⚠ {warning.title}</strong>
+      <details>
+        <summary>Details</summary>
+        <ul>
+          {warning.problems.map((p, i) => (
+            <li key={i}>{p}</li>
+          ))}
+        </ul>
+      </details>
+    </div>
+  );
+}
+
 function SidebarView(props: { model: OsireModel; commands: CommandRegistry }): JSX.Element {
   const { model } = props;
   const live = (model.deployments ?? []).filter(d => !TERMINAL_STATES.has(d.state));
@@ -67,6 +90,8 @@ function SidebarView(props: { model: OsireModel; commands: CommandRegistry }): J
           ↻
         </button>
       </header>
+
+      <StateBanner warning={stateWarning(model.health)} />
 
       <section className="jp-OsireSidebar-section" aria-labelledby="osire-deployments-h">
         <h3 id="osire-deployments-h" className="jp-OsireSidebar-sectionTitle">

@@ -87,6 +87,8 @@ export interface IHealth {
   status: string;
   version: string;
   scheduler: { name: string; reason?: string | null; last_error?: string | null };
+  /** The state file: where it is and what went wrong with it (damaged, unreadable rows). */
+  state?: { path: string; problems: string[] };
 }
 
 export interface ILaunchRequest {
