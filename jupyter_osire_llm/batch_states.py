@@ -58,6 +58,7 @@ class Batch:
     launched_by: str = ""
     log_tail: Optional[str] = None
     lost_since: Optional[float] = None    # when the scheduler first said its job vanished
+    owner: Optional[str] = None           # the scheduler its job runs on (JobOwner.key)
     version: int = 0
 
     def __post_init__(self) -> None:
@@ -113,7 +114,7 @@ class Batch:
             "osire": {"reason": self.reason, "job_id": self.job_id, "jobs": list(self.jobs),
                       "scheduler_state": self.scheduler_state, "node": self.node,
                       "resources": self.resources, "left": self.left,
-                      "log_tail": self.log_tail,
+                      "log_tail": self.log_tail, "owner": self.owner,
                       "resumable": self.resumable()},
         }
 

@@ -35,7 +35,7 @@ from .errors import (ConfigError, Conflict, NotFound, OsireError, RequestError,
 from .logtail import read_tail
 from .private_folder import private_folder
 from .render import ScriptRenderer
-from .schedulers.base import Job, JobInfo, JobRequest, JobState, Resources, Scheduler
+from .schedulers.base import Job, JobInfo, JobOwner, JobRequest, JobState, Resources, Scheduler
 from .spec import SiteLimits, parse_resources
 from .store import Holdings, Store
 from .usage import gpus_in_use, live_batches, resources_gpus
@@ -63,6 +63,7 @@ class BatchService:
                  lost_grace: float = 60.0, retry_delay: float = 1.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.catalog, self.limits, self.scheduler = catalog, limits, scheduler
+        self.owner: JobOwner = scheduler.owner()   # jobs of another backend or cluster: theirs
         self.store, self.renderer, self.server_id = store, renderer, server_id
         self.changed, self.clock = changed, clock
         self.lost_grace = lost_grace     # a "vanished" verdict is believed after so many seconds
@@ -245,7 +246,7 @@ class BatchService:
         batch = Batch(id=batch_id, model=parsed.model, endpoint=endpoint, input_file_id=file_id,
                       folder=str(self.batch_root / batch_id), created_at=int(self.clock()),
                       total=parsed.total, metadata=metadata, launched_by=self.server_id,
-                      resources={k: v for k, v in vars(wanted).items() if v is not None})
+                      owner=self.owner.key, resources={k: v for k, v in vars(wanted).items() if v is not None})
         await asyncio.to_thread(self.store.insert_doc, "batches", batch_id, self.clock(),
                                 batch.to_doc(), partial(self._check_limits, batch=batch))
         self._batches[batch_id] = replace(batch, version=1)
@@ -289,7 +290,8 @@ class BatchService:
                 raise
             try:
                 await self._mutate(batch_id, lambda b: replace(
-                    b, job_id=job.id, jobs=b.jobs + (job.id,), status=CANCELLING
+                    b, job_id=job.id, jobs=b.jobs + (job.id,), owner=self.owner.key,
+                    status=CANCELLING
                     if b.cancel_requested else QUEUED, reason=None, scheduler_state=None))
             except OsireError:   # not recorded: no job may run untracked
                 await asyncio.to_thread(self.scheduler.cancel, Job(job.id, folder))
@@ -316,6 +318,7 @@ class BatchService:
         batch = self.get(batch_id)
         if not batch.live:
             return batch
+        self._here(batch, "cancel")
         now = int(self.clock())
         # Without a job id the job may be being submitted (here or by another server): the batch
         # stays cancelling, never resumable, until the submission has a job to cancel or failed.
@@ -351,6 +354,7 @@ class BatchService:
         if not isinstance(retry_failed, bool):
             raise RequestError("'retry_failed' must be true or false", field="retry_failed")
         batch = self.get(batch_id)
+        self._here(batch, "resume")
         if not batch.resumable(retry_failed):
             raise Conflict(f"batch {batch_id} is {batch.status} with {batch.left} requests left "
                            f"and {batch.failed} failed"
@@ -364,7 +368,7 @@ class BatchService:
                            failed_at=None, expired_at=None, cancelled_at=None,
                            cancelling_at=None, completed_at=None, lost_since=None,
                            failed=0 if retry_failed else b.failed,
-                           launched_by=self.server_id, log_tail=None)
+                           launched_by=self.server_id, owner=self.owner.key, log_tail=None)
         await self._mutate(batch_id, change, check=partial(self._check_limits, batch=batch))
         try:
             await self._submit(batch_id, retry_failed)
@@ -404,7 +408,15 @@ class BatchService:
 
     def live_jobs(self) -> list[tuple[str, Job]]:
         return [(b.id, Job(b.job_id, Path(b.folder))) for b in self._batches.values()
-                if b.live and b.job_id]
+                if b.live and b.job_id and self.owner.owns(b.owner)]
+
+    def _here(self, batch: Batch, action: str) -> None:
+        """Refuse to act on a batch whose job another backend or cluster runs: this server can
+        neither see nor cancel that job, nor submit to where its folder lives."""
+        if not self.owner.owns(batch.owner):
+            raise Conflict(f"batch {batch.id} runs on {JobOwner.parse(str(batch.owner)).where}; "
+                           f"this server uses {self.owner.where}: {action} it from a server "
+                           "there", field="batch_id")
 
     async def observe_job(self, batch_id: str, info: JobInfo) -> None:
         batch = self.get(batch_id)
@@ -438,7 +450,8 @@ class BatchService:
     async def observe_progress(self) -> None:
         """Counts of running batches from their ``progress.json`` (cheap: one small file)."""
         running = [b for b in self._batches.values()
-                   if b.status in (IN_PROGRESS, CANCELLING) and b.job_id]
+                   if b.status in (IN_PROGRESS, CANCELLING) and b.job_id
+                   and self.owner.owns(b.owner)]
         if not running:
             return
         found = await asyncio.to_thread(_read_all_progress, [Path(b.folder) for b in running])
@@ -451,6 +464,7 @@ class BatchService:
         being submitted): its job may exist by name."""
         for batch in list(self._batches.values()):
             if not batch.live or batch.job_id or batch.id in self._submitting or \
+                    not self.owner.owns(batch.owner) or \
                     self.clock() - batch.created_at < 60 or alive(batch.launched_by):
                 continue
             try:
