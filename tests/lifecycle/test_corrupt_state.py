@@ -83,8 +83,16 @@ def test_the_readable_rows_are_kept_and_the_running_job_still_watched(folders, s
     assert code == 201, d
     first.stop()                      # the job runs on; the state file is damaged meanwhile
     fill_and_damage(Path(folders["db_path"]), kind)
+    try:
+        watched(servers(folders), d, kind, folders)
+    finally:
+        subprocess.run(["scancel", d["replicas"][0]["job_id"]], check=False,
+                       capture_output=True)   # left running if the test failed
 
-    second = servers(folders)         # starts: the extension is on
+
+def watched(second: JupyterServer, d: dict, kind: str, folders: dict) -> None:
+    """The second server (it started: the extension is on) says what happened and still
+    watches the deployment: ready, served, stopped."""
     code, health = second.request("GET", "osire/api/health")
     assert code == 200 and health["status"] == "degraded", health
     problems = " | ".join(health["state"]["problems"])
