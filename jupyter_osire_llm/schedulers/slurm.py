@@ -343,8 +343,10 @@ class SlurmCLI(Scheduler):
         self._owner: Optional[JobOwner] = None
 
     def describe(self) -> dict:
+        """What the admin page shows; the owner is the one read at start-up (describing the
+        backend costs the controller nothing)."""
         return {**super().describe(), "user": self.user, "accounting": self._accounting,
-                "owner": self.owner().key}
+                "owner": self._owner.key if self._owner else None}
 
     def owner(self) -> JobOwner:
         """The cluster, by the controller's ``ClusterName`` (``scontrol show config``, asked
