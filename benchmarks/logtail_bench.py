@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Reading the tail of a job log: the old ``read_tail`` (deployments.py until issue 8) against
-``jupyter_osire_llm.logtail.read_tail``, in the same run, on the same files.
+``jupyter_osire_llm.core.logtail.read_tail``, in the same run, on the same files.
 
     python benchmarks/logtail_bench.py            # about 1 minute (old: up to 8 MiB)
     python benchmarks/logtail_bench.py --full     # old also on 32 MiB (minutes: it is quadratic)
@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from jupyter_osire_llm.logtail import read_tail  # noqa: E402
+from jupyter_osire_llm.core.logtail import read_tail  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 MIB = 1024 * 1024

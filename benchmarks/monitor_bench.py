@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "proxy")]
 
 from engine_tools import fake_engine_command, free_port, start_process, stop_process_group  # noqa: E402
-from jupyter_osire_llm.monitor import Monitor  # noqa: E402
+from jupyter_osire_llm.deployments.monitor import Monitor  # noqa: E402
 from jupyter_osire_llm.schedulers.base import Job, JobInfo, JobRequest, JobState, Scheduler  # noqa: E402
 from service_factory import make_service, one_model_catalog  # noqa: E402
 from test_engine_tls import TLS_FLAGS, make_certificate  # noqa: E402

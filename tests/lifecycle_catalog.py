@@ -7,7 +7,7 @@ from pathlib import Path
 FAKE_ENGINE = Path(__file__).resolve().parent / "fake_engine.py"
 
 
-#: Models for the lifecycle policy tests (tests/lifecycle/test_policies.py), only where asked for:
+#: Models for the lifecycle policy tests (tests/deployments/test_policies.py), only where asked for:
 #: other tests list the catalog exactly.
 POLICY_MODELS = """
   - name: fake-two-minutes

@@ -4,13 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from jupyter_osire_llm.catalog import parse_catalog
-from jupyter_osire_llm.deployments import DeploymentService
-from jupyter_osire_llm.render import ScriptRenderer
+from jupyter_osire_llm.core.catalog import parse_catalog
+from jupyter_osire_llm.deployments.service import DeploymentService
+from jupyter_osire_llm.core.render import ScriptRenderer
 from jupyter_osire_llm.schedulers.base import Scheduler
 from jupyter_osire_llm.schedulers.local import LocalScheduler
-from jupyter_osire_llm.spec import SiteLimits
-from jupyter_osire_llm.store import Store
+from jupyter_osire_llm.core.limits import SiteLimits
+from jupyter_osire_llm.core.store import Store
 
 
 def one_model_catalog(command: str, name: str = "m", **engine: Any):

@@ -23,8 +23,8 @@ def choose_scheduler(kind: str, *, state_dir: Path, local_gpus: int = 0,
     ``SchedulerUnavailable``; an unknown kind raises ``ConfigError``.
     """
     from .local import LocalScheduler
-    from .pyslurm_backend import PySlurm
-    from .slurm import SlurmCLI
+    from .slurm.cli import SlurmCLI
+    from .slurm.pyslurm import PySlurm
 
     if kind not in KINDS:
         raise errors.ConfigError(f"unknown scheduler {kind!r}; expected one of {', '.join(KINDS)}",

@@ -23,9 +23,18 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .. import errors
-from .base import (SCRIPT_FILE, Job, JobInfo, JobOwner, JobRequest, JobState, Scheduler,
-                   exit_file_info,
-                   job_environment, with_exit_trap)
+from .base import (
+    SCRIPT_FILE,
+    Job,
+    JobInfo,
+    JobOwner,
+    JobRequest,
+    JobState,
+    Scheduler,
+    exit_file_info,
+    job_environment,
+    with_exit_trap,
+)
 
 STATE_FILE = "local_job.json"
 CANCEL_FILE = "local_cancel"

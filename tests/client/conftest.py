@@ -1,7 +1,7 @@
 """Real Jupyter servers with the extension, and kernels they start, for the client-side tests.
 
 No test hands a URL or a token to a kernel or to ``jupyter osire``: both find the server
-(``jupyter_osire_llm._client.discover``) the way a user's would.
+(``jupyter_osire_llm._client.api.discover``) the way a user's would.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_osire_llm.batch_spec import errors_path, load_spec, write_result
+from jupyter_osire_llm._client.batch_spec import errors_path, load_spec, write_result
 from jupyter_osire_llm.errors import RequestError
 
 

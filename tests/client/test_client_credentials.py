@@ -13,8 +13,8 @@ import pytest
 from conftest import DISCOVERY_ENV, Kernel, errors_of, outputs, start_server, stop_server, text_of
 from recorder import Recorder, Redirector, proxied_env
 
-from jupyter_osire_llm._client import OsireClient, async_client, client
-from jupyter_osire_llm._http import Server, call
+from jupyter_osire_llm._client.api import OsireClient, async_client, client
+from jupyter_osire_llm._client.http import Server, call
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -11,9 +11,9 @@ import time
 import pytest
 
 from jupyter_osire_llm import errors
-from jupyter_osire_llm._client import (AuthenticationFailed, Server, ServerNotFound, describe,
+from jupyter_osire_llm._client.api import (AuthenticationFailed, Server, ServerNotFound, describe,
                                        discover)
-from jupyter_osire_llm._http import error_from_response
+from jupyter_osire_llm._client.http import error_from_response
 from jupyter_osire_llm.cli import _new_lines
 
 
@@ -159,7 +159,7 @@ def test_a_runtime_file_another_user_could_write_is_ignored(tmp_path, sleepers, 
     runtime = tmp_path / "runtime"
     runtime_file(runtime, sleepers[0], 1111, ANA, token="mine", age=60)
     plant(kind, runtime, sleepers[1], tmp_path / "elsewhere")
-    caplog.set_level("WARNING", logger="jupyter_osire_llm._discovery")
+    caplog.set_level("WARNING", logger="jupyter_osire_llm._client.discovery")
     s = discover(env=env_with(runtime))
     assert (s.url, s.token, s.source) == ("http://127.0.0.1:1111/user/ana/", "mine",
                                           "the only running server")

@@ -39,7 +39,7 @@ def test_notebook_on_slurm(slurm_cluster, tmp_path):
         kernel = Kernel(server)
         run_ok(kernel, "%load_ext jupyter_osire_llm")
 
-        source = run_ok(kernel, "from jupyter_osire_llm._client import discover\n"
+        source = run_ok(kernel, "from jupyter_osire_llm._client.api import discover\n"
                                 "print(discover().source)")
         assert stdout_of(source).strip() == "the server that started this kernel"
 
@@ -212,7 +212,7 @@ def test_discovery_under_a_base_url(tmp_path, hub):
     try:
         kernel = Kernel(server)
         run_ok(kernel, "%load_ext jupyter_osire_llm")
-        found = run_ok(kernel, "from jupyter_osire_llm._client import discover\n"
+        found = run_ok(kernel, "from jupyter_osire_llm._client.api import discover\n"
                                "s = discover(); print(s.url); print(s.source)")
         url, source = stdout_of(found).splitlines()
         assert url == server.url

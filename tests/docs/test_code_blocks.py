@@ -73,7 +73,7 @@ def test_run(block: Block, scratch):
 
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind == "catalog"], ids=_id)
 def test_catalog(block: Block):
-    from jupyter_osire_llm.catalog import parse_catalog
+    from jupyter_osire_llm.core.catalog import parse_catalog
     catalog = parse_catalog(yaml.safe_load(block.text))
     assert not catalog.problems, f"{block.where}: {catalog.problems}"
 
@@ -82,7 +82,7 @@ def test_catalog(block: Block):
 def test_config(block: Block):
     from traitlets.config import Config
 
-    from jupyter_osire_llm.app import OsireLLM
+    from jupyter_osire_llm.server.app import OsireLLM
     if block.lang == "json":
         config = Config(json.loads(block.text))
     else:
@@ -166,7 +166,7 @@ def _ticks(cell: str) -> list[str]:
 
 
 def test_configuration_tables_name_real_traits_with_their_defaults():
-    from jupyter_osire_llm.app import OsireLLM
+    from jupyter_osire_llm.server.app import OsireLLM
     traits = OsireLLM.class_traits(config=True)
     defaults = OsireLLM()
     documented = 0
@@ -216,7 +216,7 @@ def test_failure_reasons_and_error_codes_are_the_code_s():
 
 
 def test_rest_routes_named_in_the_docs_exist():
-    from jupyter_osire_llm.handlers import default_handlers
+    from jupyter_osire_llm.server.handlers import default_handlers
     patterns = [re.compile(pattern) for pattern, *_ in default_handlers()]
     text = "\n".join(p.read_text() for p in pages())
     routes = set(re.findall(r"`(?:GET\|?|POST|DELETE|PUT|PATCH|\|)*\s*(/osire/(?:api|v1)[^`\s?]*)", text))

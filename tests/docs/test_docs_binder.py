@@ -29,7 +29,7 @@ def _catalog(tmp_path: Path) -> Path:
 
 
 def test_binder_catalog_loads_without_problems(tmp_path):
-    from jupyter_osire_llm.catalog import load_catalog
+    from jupyter_osire_llm.core.catalog import load_catalog
     catalog = load_catalog(str(_catalog(tmp_path)))
     assert not catalog.problems and not catalog.insecure()
     assert list(catalog.models) == ["demo-stand-in", "demo-fails-at-start"]

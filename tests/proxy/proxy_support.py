@@ -10,7 +10,7 @@ from aiohttp import web
 from yarl import URL
 
 from engine_tools import free_port
-from jupyter_osire_llm.endpoints import Endpoint, ModelStatus
+from jupyter_osire_llm.proxy.endpoints import Endpoint, ModelStatus
 
 ENGINE_KEY = "engine-key-123"
 FAKE_KEY = "fake-key-456"

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from jupyter_osire_llm.endpoints import Endpoint
+from jupyter_osire_llm.proxy.endpoints import Endpoint
 from proxy_support import ENGINE_KEY, FakeSource
 
 CHAT = {"model": "gate", "messages": [{"role": "user", "content": "hi"}]}

@@ -13,11 +13,11 @@ from typing import Optional
 import pytest
 
 from engine_tools import fake_engine_command, free_port, start_process, stop_process_group
-from jupyter_osire_llm.endpoints import Endpoint, EngineEndpoint
+from jupyter_osire_llm.proxy.endpoints import Endpoint, EngineEndpoint
 from jupyter_osire_llm.errors import UpstreamError
-from jupyter_osire_llm.monitor import Monitor
-from jupyter_osire_llm.proxy import ProxyConfig, UpstreamProxy
-from jupyter_osire_llm.router import Router
+from jupyter_osire_llm.deployments.monitor import Monitor
+from jupyter_osire_llm.proxy.upstream import ProxyConfig, UpstreamProxy
+from jupyter_osire_llm.proxy.router import Router
 from jupyter_osire_llm.schedulers.base import JobInfo, JobState
 from proxy_support import FakeSource
 from service_factory import cycles_until, make_service, one_model_catalog

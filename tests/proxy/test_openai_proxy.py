@@ -13,8 +13,8 @@ import pytest
 from proxy_support import ENGINE_KEY, FAKE_KEY, FakeSource
 from engine_tools import fake_engine_command, free_port, start_process, stop_process_group, \
     wait_healthy
-from jupyter_osire_llm.endpoints import Endpoint, ModelStatus
-from jupyter_osire_llm.proxy import ProxyConfig, UpstreamProxy
+from jupyter_osire_llm.proxy.endpoints import Endpoint, ModelStatus
+from jupyter_osire_llm.proxy.upstream import ProxyConfig, UpstreamProxy
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

@@ -8,10 +8,10 @@ from aiohttp import web
 
 from proxy_support import FakeSource
 from engine_tools import free_port
-from jupyter_osire_llm.endpoints import Endpoint
+from jupyter_osire_llm.proxy.endpoints import Endpoint
 from jupyter_osire_llm.errors import UpstreamError, UpstreamTimeout
-from jupyter_osire_llm.proxy import ProxyConfig, UpstreamProxy
-from jupyter_osire_llm.router import Router
+from jupyter_osire_llm.proxy.upstream import ProxyConfig, UpstreamProxy
+from jupyter_osire_llm.proxy.router import Router
 
 
 @pytest.fixture

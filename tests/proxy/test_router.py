@@ -7,9 +7,9 @@ from collections import Counter
 import pytest
 
 from proxy_support import FakeSource
-from jupyter_osire_llm.endpoints import Endpoint, ModelStatus
+from jupyter_osire_llm.proxy.endpoints import Endpoint, ModelStatus
 from jupyter_osire_llm.errors import ModelNotReady, NotFound, UpstreamError
-from jupyter_osire_llm.router import Router
+from jupyter_osire_llm.proxy.router import Router
 
 A = Endpoint("m", "http://a:1", "ka", "d1", "101")
 B = Endpoint("m", "http://b:1", "kb", "d1", "102")

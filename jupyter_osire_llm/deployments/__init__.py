@@ -1,0 +1,1 @@
+"""Deployments: engines run as jobs (service, states, lifecycle policies, the monitor)."""

@@ -1,0 +1,1 @@
+"""Slurm backends: the command-line tools and pyslurm, with their shared parsing and rules."""
