@@ -18,7 +18,8 @@ import pytest
 
 LABEXT = Path(__file__).resolve().parents[2] / "labextension"
 TSC = LABEXT / "node_modules" / ".bin" / "tsc"
-PURE = ["types", "metrics", "states", "validate", "chat", "logsearch", "snippet", "batches"]
+PURE = ["types", "metrics", "states", "validate", "chat", "logsearch", "snippet", "batches",
+        "health"]
 
 
 def test_typescript_units(tmp_path: Path) -> None:
