@@ -13,7 +13,7 @@ project = "jupyter-osire-llm"
 author = "jupyter-osire-llm contributors"
 copyright = "jupyter-osire-llm contributors"
 version = release = re.search(r'__version__\s*=\s*"([^"]+)"',
-                              (ROOT / "jupyter_osire_llm" / "__init__.py").read_text()).group(1)
+                              (ROOT / "jupyter_osire_llm" / "_version.py").read_text()).group(1)
 
 extensions = ["myst_parser"]
 source_suffix = {".md": "markdown"}

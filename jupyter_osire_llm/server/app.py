@@ -21,7 +21,7 @@ from traitlets import (
     validate,
 )
 
-from .. import __version__
+from .._version import __version__
 from ..batches.service import BatchService
 from ..core.catalog import Catalog, load_catalog
 from ..core.limits import SiteLimits, parse_resources, time_to_minutes
