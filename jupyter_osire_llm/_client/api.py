@@ -56,21 +56,22 @@ class OsireClient:
         return self._server
 
     def request(self, method: str, path: str, body: Any = None,
-                params: Optional[dict[str, Any]] = None) -> Any:
+                params: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         url = self.server.api_url + path
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        return call(self.server, method, url, body, self.timeout)
+        answer: dict[str, Any] = call(self.server, method, url, body, self.timeout)
+        return answer
 
     # REST, one method per route
     def health(self) -> dict[str, Any]:
         return self.request("GET", "health")
 
     def models(self) -> list[dict[str, Any]]:
-        return self.request("GET", "catalog")["models"]
+        return _items(self.request("GET", "catalog"), "models")
 
     def deployments(self) -> list[dict[str, Any]]:
-        return self.request("GET", "deployments")["deployments"]
+        return _items(self.request("GET", "deployments"), "deployments")
 
     def deployment(self, deployment_id: str) -> dict[str, Any]:
         return self.request("GET", f"deployments/{_quote(deployment_id)}")
@@ -91,19 +92,21 @@ class OsireClient:
                             {"replicas": replicas})
 
     def logs(self, deployment_id: str, tail: int = 100) -> list[dict[str, Any]]:
-        return self.request("GET", f"deployments/{_quote(deployment_id)}/logs",
-                            params={"tail": tail})["replicas"]
+        return _items(self.request("GET", f"deployments/{_quote(deployment_id)}/logs",
+                                   params={"tail": tail}), "replicas")
 
     # batches: the OpenAI Files and Batches routes under /osire/v1
-    def _v1(self, method: str, path: str, body: Any = None, as_bytes: bool = False) -> Any:
-        return call(self.server, method, f"{self.server.openai_url}/{path}", body,
-                     self.timeout, as_bytes=as_bytes)
+    def _v1(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        answer: dict[str, Any] = call(self.server, method, f"{self.server.openai_url}/{path}",
+                                      body, self.timeout)
+        return answer
 
     def upload(self, name: str, data: bytes, purpose: str = "batch") -> dict[str, Any]:
         return self._v1("POST", "files", _multipart({"purpose": purpose}, "file", name, data))
 
-    def create_batch(self, file_id: str, endpoint: str, *, resources: Optional[dict] = None,
-                     metadata: Optional[dict] = None) -> dict[str, Any]:
+    def create_batch(self, file_id: str, endpoint: str, *,
+                     resources: Optional[dict[str, Any]] = None,
+                     metadata: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         body: dict[str, Any] = {"input_file_id": file_id, "endpoint": endpoint,
                                 "completion_window": "24h"}
         if resources:
@@ -113,7 +116,7 @@ class OsireClient:
         return self._v1("POST", "batches", body)
 
     def batches(self) -> list[dict[str, Any]]:
-        return self._v1("GET", "batches?limit=100")["data"]
+        return _items(self._v1("GET", "batches?limit=100"), "data")
 
     def batch(self, batch_id: str) -> dict[str, Any]:
         return self._v1("GET", f"batches/{_quote(batch_id)}")
@@ -127,7 +130,10 @@ class OsireClient:
                         None if retry_failed else {"retry_failed": False})
 
     def file_content(self, file_id: str) -> bytes:
-        return self._v1("GET", f"files/{_quote(file_id)}/content", as_bytes=True)
+        content: bytes = call(self.server, "GET",
+                              f"{self.server.openai_url}/files/{_quote(file_id)}/content",
+                              None, self.timeout, as_bytes=True)
+        return content
 
     def submit_spec(self, spec: Any) -> dict[str, Any]:
         """A ``batch_spec.BatchSpec``: its lines uploaded, its batch created."""
@@ -278,6 +284,11 @@ def _multipart(fields: dict[str, str], file_field: str, filename: str,
 
 def _quote(value: str) -> str:
     return urllib.parse.quote(str(value), safe="")
+
+
+def _items(answer: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = answer[key]
+    return items
 
 
 def client(**kwargs: Any) -> Any:

@@ -35,11 +35,11 @@ FIELDS = {"model", "resources", "prompts", "input", "system", "params", "endpoin
 @dataclass(frozen=True)
 class BatchSpec:
     model: str
-    lines: list[dict]
+    lines: list[dict[str, Any]]
     endpoint: str = ENDPOINTS[0]
-    resources: dict = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
     output: Optional[Path] = None
-    metadata: Optional[dict] = None
+    metadata: Optional[dict[str, Any]] = None
 
     def jsonl(self) -> bytes:
         return "".join(json.dumps(line) + "\n" for line in self.lines).encode()
@@ -131,15 +131,15 @@ def write_result(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def _mapping(doc: dict, name: str) -> dict:
+def _mapping(doc: dict[str, Any], name: str) -> dict[str, Any]:
     value = doc.get(name) or {}
     if not isinstance(value, dict):
         raise RequestError(f"'{name}' must be a mapping", field=name)
     return value
 
 
-def _prompt_lines(prompts: Any, model: str, endpoint: str, params: dict,
-                  system: Any) -> list[dict]:
+def _prompt_lines(prompts: Any, model: str, endpoint: str, params: dict[str, Any],
+                  system: Any) -> list[dict[str, Any]]:
     if not isinstance(prompts, list) or not prompts:
         raise RequestError("'prompts' must be a non-empty list", field="prompts")
     if system is not None and not isinstance(system, str):
@@ -153,7 +153,8 @@ def _prompt_lines(prompts: Any, model: str, endpoint: str, params: dict,
     return lines
 
 
-def _prompt_body(item: dict, endpoint: str, system: Optional[str], number: int) -> dict:
+def _prompt_body(item: dict[str, Any], endpoint: str, system: Optional[str],
+                 number: int) -> dict[str, Any]:
     unknown = sorted(set(item) - {"id", "prompt", "messages", "input"})
     if unknown:
         raise RequestError(f"prompt {number}: unknown field {unknown[0]!r}", field="prompts")
@@ -174,7 +175,7 @@ def _prompt_body(item: dict, endpoint: str, system: Optional[str], number: int) 
     return {"messages": ([{"role": "system", "content": system}] if system else []) + messages}
 
 
-def _input_lines(path: Path, model: str, params: dict) -> list[dict]:
+def _input_lines(path: Path, model: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """An OpenAI batch file's lines, each body given the spec's model and parameters where it
     has none of its own (the server checks everything else, naming the line)."""
     try:

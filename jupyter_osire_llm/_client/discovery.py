@@ -243,7 +243,8 @@ def _token_for(url: str, env: dict[str, str]) -> str:
     wanted = _normalise(url)
     for info in running_servers(env):
         if _server_url(info) == wanted or _normalise(info["url"]) == wanted:
-            return info.get("token", "")
+            server_token: str = info.get("token", "")
+            return server_token
     return ""
 
 

@@ -217,7 +217,7 @@ def _parse_engine(name: str, spec: Any) -> Engine:
     return engine
 
 
-def _flag_or_name(spec: Mapping, name: str, default: str) -> str:
+def _flag_or_name(spec: Mapping[str, Any], name: str, default: str) -> str:
     """``key_env`` is a variable name; the others are command-line flags (``--ssl-certfile``)."""
     value = spec.get(name, default)
     if value in (None, "", False):
@@ -297,14 +297,14 @@ def _one_line(where: str, value: str) -> None:
         raise ValueError(f"{where}: control characters (newlines, tabs...) are not allowed")
 
 
-def _text(spec: Mapping, key: str) -> str:
+def _text(spec: Mapping[str, Any], key: str) -> str:
     value = spec.get(key, "")
     if not isinstance(value, str):
         raise ValueError(f"'{key}' must be text")
     return value
 
 
-def _no_unknown(spec: Mapping, known: set[str]) -> None:
+def _no_unknown(spec: Mapping[str, Any], known: set[str]) -> None:
     unknown = sorted(set(spec) - known)
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; known: "
