@@ -21,7 +21,7 @@ import { batchEndNotice } from './batches';
 import { CommandIDs } from './commandids';
 import { LogViewer, createLogViewer } from './logviewer';
 import { OsireModel } from './model';
-import { PlaygroundPanel, createPlayground } from './playground';
+import { PlaygroundPanel, createPlayground } from './playgroundpanel';
 import { openaiSnippet } from './snippet';
 
 export { CommandIDs } from './commandids';

@@ -18,8 +18,9 @@ import { OsireApi } from './api';
 import { osireIcon } from './icon';
 import { CommandIDs, connectNotifications, registerCommands } from './commands';
 import { LogViewer } from './logviewer';
-import { DEFAULT_SETTINGS, IOsireSettings, OsireModel } from './model';
-import { PlaygroundPanel } from './playground';
+import { OsireModel } from './model';
+import { PlaygroundPanel } from './playgroundpanel';
+import { DEFAULT_SETTINGS, IOsireSettings } from './settings';
 import { OsireSidebar } from './sidebar';
 
 export { OsireApi } from './api';

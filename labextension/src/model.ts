@@ -1,14 +1,11 @@
 /**
  * The sidebar's state: catalog, deployments, batches and scheduler health, refreshed by one poll
- * loop (each poll lists the deployments and the batches: two GETs).
- *
- * The loop polls every 2 s while the panel is visible and some deployment is queued, starting or
- * stopping or some batch is validating, queued, running or cancelling; every `refreshInterval` (10 s) while everything is stable; every 60 s while the panel
- * or the browser tab is hidden. Showing the panel or acting on a deployment refreshes at once.
+ * loop (each poll lists the deployments and the batches: two GETs) at the pace `cadence.ts` sets.
+ * Showing the panel or acting on a deployment refreshes at once.
  *
  * A second loop scrapes each ready deployment's engine metrics (`/metrics` through the engine
- * passthrough) every `metricsInterval` seconds while the panel is visible, keeping the last
- * `metricsWindow` minutes for the sparklines.
+ * passthrough) while the panel is visible, keeping the last `metricsWindow` minutes for the
+ * sparklines.
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
@@ -25,31 +22,9 @@ import {
   UNSTABLE_STATES
 } from './api';
 import { endedBatches } from './batches';
+import { healthDue, metricsDelay, pollDelay } from './cadence';
 import { MetricsHistory, parsePrometheus, vllmSnapshot } from './metrics';
-
-export const FAST_POLL_MS = 2000;
-export const STABLE_POLL_MS = 10000;
-export const HIDDEN_POLL_MS = 60000;
-export const HEALTH_EVERY_MS = 30000;
-
-/** The user's settings (schema/sidebar.json). */
-export interface IOsireSettings {
-  /** Seconds between refreshes while nothing is changing. */
-  refreshInterval: number;
-  /** The launch form's resource fields: shown open or folded. */
-  resourcesView: 'collapsed' | 'expanded';
-  /** Minutes of engine metrics the sparklines show. */
-  metricsWindow: number;
-  /** Seconds between two scrapes of an engine's metrics. */
-  metricsInterval: number;
-}
-
-export const DEFAULT_SETTINGS: IOsireSettings = {
-  refreshInterval: STABLE_POLL_MS / 1000,
-  resourcesView: 'collapsed',
-  metricsWindow: 5,
-  metricsInterval: 3
-};
+import { DEFAULT_SETTINGS, IOsireSettings } from './settings';
 
 /** A deployment whose state changed between two refreshes. */
 export interface IStateChange {
@@ -139,12 +114,11 @@ export class OsireModel {
 
   /** The delay before the next poll, from visibility and what is in flight. */
   nextDelay(): number {
-    if (!this._isVisible() || document.visibilityState === 'hidden') {
-      return HIDDEN_POLL_MS;
-    }
-    return this.busy
-      ? FAST_POLL_MS
-      : Math.max(1, this.settings.refreshInterval) * 1000;
+    return pollDelay({
+      visible: this._visible(),
+      busy: this.busy,
+      refreshInterval: this.settings.refreshInterval
+    });
   }
 
   /** Load everything once (catalog and health rarely change), then start polling. */
@@ -185,7 +159,7 @@ export class OsireModel {
   /** Fetch deployments and batches now and schedule the next poll. */
   async refresh(): Promise<void> {
     this._clearTimer();
-    if (Date.now() - this._healthAt > HEALTH_EVERY_MS) {
+    if (healthDue(Date.now(), this._healthAt)) {
       void this.refreshHealth(); // the footer shows the scheduler's last error, if any
     }
     const generation = ++this._generation;
@@ -365,8 +339,7 @@ export class OsireModel {
     if (this._disposed || this._metricsTimer !== null || this._metricsBusy) {
       return;
     }
-    const visible = this._isVisible() && document.visibilityState !== 'hidden';
-    if (!visible || !(this.deployments ?? []).some(d => d.state === 'ready')) {
+    if (!this._visible() || !(this.deployments ?? []).some(d => d.state === 'ready')) {
       return;
     }
     this._metricsTimer = window.setTimeout(async () => {
@@ -377,8 +350,13 @@ export class OsireModel {
       } finally {
         this._metricsBusy = false;
       }
-      this._scheduleMetrics(Math.max(0.5, this.settings.metricsInterval) * 1000);
+      this._scheduleMetrics(metricsDelay(this.settings.metricsInterval));
     }, delay);
+  }
+
+  /** The panel is shown and the browser tab is not hidden. */
+  private _visible(): boolean {
+    return this._isVisible() && document.visibilityState !== 'hidden';
   }
 
   private _clearTimer(): void {

@@ -1,10 +1,10 @@
 """The sidebar's logic in TypeScript, unit-tested by node's own test runner (labextension/test/).
 
 The pure modules (metrics parsing and rates, state wording, form validation, the playground's
-stream handling, log search, the snippet, batch progress and wording) are compiled by the
-project's own TypeScript into a temporary folder and `node --test` runs every
-labextension/test/*.test.mjs over them. Needs node and labextension/node_modules
-(`cd labextension && npm install`); no browser.
+stream handling, log search, the snippet, batch progress and wording, the poll cadence, the
+settings' defaults) are compiled by the project's own TypeScript into a temporary folder and
+`node --test` runs every labextension/test/*.test.mjs over them. Needs node and
+labextension/node_modules (`cd labextension && npm install`); no browser.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 LABEXT = Path(__file__).resolve().parents[2] / "labextension"
 TSC = LABEXT / "node_modules" / ".bin" / "tsc"
 PURE = ["types", "metrics", "states", "validate", "chat", "logsearch", "snippet", "batches",
-        "health"]
+        "health", "cadence", "settings"]
 
 
 def test_typescript_units(tmp_path: Path) -> None:
@@ -43,4 +43,4 @@ def test_typescript_units(tmp_path: Path) -> None:
                             env={**os.environ, "OSIRE_LIB_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     passed = int(re.search(r"^# pass (\d+)", result.stdout, re.M).group(1))
-    assert passed >= 34 and "# fail 0" in result.stdout, result.stdout[-3000:]
+    assert passed >= 57 and "# fail 0" in result.stdout, result.stdout[-3000:]
