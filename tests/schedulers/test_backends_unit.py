@@ -138,9 +138,9 @@ def _fake_pyslurm(live: dict, db_records: list, db_error: Exception | None = Non
 
 
 def _pyslurm(monkeypatch, fake, **kw):
-    from jupyter_osire_llm.schedulers import pyslurm_backend
-    monkeypatch.setattr(pyslurm_backend, "import_pyslurm", lambda: fake)
-    return pyslurm_backend.PySlurm(user="alice", **kw)
+    from jupyter_osire_llm.schedulers.slurm import pyslurm
+    monkeypatch.setattr(pyslurm, "import_pyslurm", lambda: fake)
+    return pyslurm.PySlurm(user="alice", **kw)
 
 
 def _db_job(**kw):
@@ -212,7 +212,7 @@ def test_pyslurm_failing_accounting_keeps_the_last_state_for_a_while(monkeypatch
     fake, _ = _fake_pyslurm(live, [], db_error=_RPCError("Connection refused"))
     sched = _pyslurm(monkeypatch, fake)
     assert sched.query([Job("1", tmp_path), Job("5", tmp_path / "5")]) == {}
-    sched.accounting_grace = 0
+    sched.reconciler.grace = 0
     info = sched.query([Job("5", tmp_path / "5")])["5"]
     assert (info.state, info.evidence) == (JobState.COMPLETED, "exit-file")
 

@@ -16,7 +16,8 @@ import pytest
 
 from jupyter_osire_llm.schedulers.base import Job, JobRequest, JobState
 from jupyter_osire_llm.schedulers.local import LocalScheduler, boot_id, identity, write_state
-from jupyter_osire_llm.schedulers.slurm.cli import Completed, SlurmCLI
+from jupyter_osire_llm.schedulers.slurm.cli import SlurmCLI
+from jupyter_osire_llm.schedulers.slurm.commands import Completed
 
 from .conftest import Backend
 

@@ -10,10 +10,11 @@ import pytest
 from jupyter_osire_llm import errors
 from jupyter_osire_llm.schedulers.base import (JobRequest, JobState, Resources,
                                                command_environment, job_environment)
-from jupyter_osire_llm.schedulers.slurm.cli import (Completed, classify_failure, parse_exit_code,
-                                                parse_sacct, parse_sbatch, parse_scontrol_job,
-                                                parse_squeue, parse_state, parse_time,
-                                                sbatch_command, squeue_command)
+from jupyter_osire_llm.schedulers.slurm.commands import Completed, sbatch_command, squeue_command
+from jupyter_osire_llm.schedulers.slurm.parse import (classify_failure, parse_exit_code,
+                                                      parse_sacct, parse_sbatch,
+                                                      parse_scontrol_job, parse_squeue,
+                                                      parse_state, parse_time)
 
 DATA = Path(__file__).parent.parent / "data" / "slurm"
 

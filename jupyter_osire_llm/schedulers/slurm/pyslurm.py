@@ -1,9 +1,9 @@
 """Slurm through pyslurm's 25.11 API (``JobSubmitDescription``, ``Job``, ``Jobs``).
 
 pyslurm builds only against the exactly matching Slurm release, so it is imported lazily and a
-missing or broken pyslurm is ``SchedulerUnavailable``. Same semantics as the CLI backend: foreign
-jobs answered as LOST ("owned by ..."), jobs gone from the controller answered from accounting
-(``pyslurm.db.Jobs.load`` filtered by id and user: sacct), else their exit file, else LOST.
+missing or broken pyslurm is ``SchedulerUnavailable``. The answers follow the same rules as the
+CLI backend's (``reconcile``); this module supplies the live records and the accounting records
+(``pyslurm.db.Jobs.load`` filtered by id and user: sacct).
 
 Asking only for this user's jobs: pyslurm 25.11 has no binding of slurm_load_job_user.
 ``pyslurm.Jobs.load()`` (slurm_load_jobs) always makes the controller pack its whole job table;
@@ -16,10 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import pwd
-import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from ... import errors
 from ..base import (
@@ -32,12 +31,12 @@ from ..base import (
     JobState,
     Resources,
     Scheduler,
-    exit_file_info,
     job_environment,
     same_folder,
     with_exit_trap,
 )
-from .cli import SACCT_GRACE, conf_cluster_name, parse_state
+from .parse import conf_cluster_name, parse_state
+from .reconcile import ACCOUNTING_GRACE, Listing, Reconciler, foreign, pick_by_folder
 
 log = logging.getLogger(__name__)
 #: Jobs loaded one by one (slurm_load_job) per cycle; more than this: one slurm_load_jobs.
@@ -74,10 +73,6 @@ def _epoch(value: Any) -> Optional[float]:
     return float(value) if value else None
 
 
-#: An accounting record that may or may not be the job's (see ``_accounting_records``).
-_UNDECIDED = object()
-
-
 def info_from_db_job(job: Any) -> JobInfo:
     """A ``pyslurm.db.Job`` (accounting: a job the controller has purged) -> JobInfo."""
     state, alias = parse_state(str(job.state))
@@ -110,18 +105,18 @@ class PySlurm(Scheduler):
     name = "pyslurm"
 
     def __init__(self, user: Optional[str] = None, single_load_limit: int = SINGLE_LOAD_LIMIT,
-                 accounting_grace: float = SACCT_GRACE) -> None:
+                 accounting_grace: float = ACCOUNTING_GRACE) -> None:
         self.pyslurm = import_pyslurm()
         self.user = user or pwd.getpwuid(os.geteuid()).pw_name
         self.single_load_limit = single_load_limit
-        self.accounting_grace = accounting_grace
-        self._accounting: Optional[bool] = None
-        self._failing_since: Optional[float] = None
         self._logged: set[str] = set()
         self._owner: Optional[JobOwner] = None
+        self.reconciler = Reconciler(self.user, self._accounting_records, log=self._log_once,
+                                     grace=accounting_grace)
 
-    def describe(self) -> dict:
-        return {**super().describe(), "user": self.user, "accounting": self._accounting}
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "user": self.user,
+                "accounting": self.reconciler.accounting}
 
     def owner(self) -> JobOwner:
         """The cluster (the controller's configuration through pyslurm, else slurm.conf), read
@@ -154,6 +149,13 @@ class PySlurm(Scheduler):
         return Job(str(self._call("submit", "JobSubmitDescription.submit", desc.submit)),
                    request.folder)
 
+    def query(self, jobs: Sequence[Job]) -> dict[str, JobInfo]:
+        if not jobs:
+            return {}
+        return self.reconciler.answers(jobs, self._live(jobs))
+
+    # -- what the reconciliation asks of Slurm
+
     def _load(self, jobs: Sequence[Job]) -> dict[str, Any]:
         """The controller's records of ``jobs`` (absent: it does not know them)."""
         if len(jobs) > self.single_load_limit:
@@ -169,85 +171,51 @@ class PySlurm(Scheduler):
                     raise _translate("query", str(exc)) from exc
         return known
 
-    def query(self, jobs: Sequence[Job]) -> dict[str, JobInfo]:
-        if not jobs:
-            return {}
+    def _live(self, jobs: Sequence[Job]) -> Listing:
+        """The live listing of ``jobs``, from the controller's records."""
         known = self._load(jobs)
-        answers: dict[str, JobInfo] = {}
-        missing: list[Job] = []
+        listing = Listing("pyslurm")
         for job in jobs:
-            found = known.get(job.id)
-            listed = str(getattr(found, "working_directory", None) or "")
-            if found is None or (listed and not same_folder(str(job.folder), listed)):
-                missing.append(job)   # gone, or another job has its id now
-            elif found.user_name != self.user:
-                answers[job.id] = JobInfo(job.id, JobState.LOST,
-                                          reason=f"owned by {found.user_name}", evidence="pyslurm")
-            else:
-                try:
-                    answers[job.id] = info_from_job(found)
-                except errors.SchedulerOutputError as exc:   # a state newer than our table
-                    self._log_once(exc.message)
-        answers.update(self._vanished(missing))
-        return answers
-
-    def _vanished(self, jobs: list[Job]) -> dict[str, JobInfo]:
-        """Jobs the controller no longer knows: accounting, else the exit file, else LOST. While
-        accounting fails (up to ``accounting_grace`` s in a row) they get no answer: the caller
-        keeps their last state."""
-        if not jobs:
-            return {}
-        found: dict[str, Any] = {}
-        if self._accounting is not False:
-            try:
-                found = self._accounting_records(jobs)
-                self._failing_since = None
-            except Exception as exc:   # RPCError (slurmdbd down...), or no accounting at all
-                if isinstance(exc, AttributeError) or "disabled" in str(exc).lower():
-                    self._accounting = False
-                else:
-                    now = time.monotonic()
-                    self._failing_since = self._failing_since or now
-                    self._log_once(f"accounting query failed: {exc}")
-                    if now - self._failing_since < self.accounting_grace:
-                        return {}
-        answers: dict[str, JobInfo] = {}
-        for job in jobs:
-            record = found.get(job.id)
-            if record is _UNDECIDED:   # a record with no folder yet: no answer this time
+            record = known.get(job.id)
+            if record is None:
                 continue
-            if record is not None:
-                try:
-                    answers[job.id] = (info_from_db_job(record) if record.user_name == self.user
-                                       else JobInfo(job.id, JobState.LOST,
-                                                    reason=f"owned by {record.user_name}",
-                                                    evidence="pyslurm.db"))
-                except errors.SchedulerOutputError as exc:
-                    self._log_once(exc.message)
-                continue
-            answers[job.id] = exit_file_info(job) or JobInfo(
-                job.id, JobState.LOST, reason="gone from Slurm, no exit status left",
-                evidence="none")
-        return answers
+            listed = str(getattr(record, "working_directory", None) or "")
+            if listed:
+                listing.folders[job.id] = listed
+                if not same_folder(str(job.folder), listed):
+                    continue   # another job's, not read: the reconciler takes ours as gone
+            self._read(listing, job.id, record, info_from_job)
+        self._log_once(listing.problems)
+        return listing
 
-    def _accounting_records(self, jobs: list[Job]) -> dict[str, Any]:
+    def _accounting_records(self, jobs: list[Job]) -> Optional[Listing]:
         """One slurmdbd query for the purged jobs, of this user only; per id, the record run in
-        the job's folder (ids restart after a reset of the cluster: a record run elsewhere is
-        another job's and is left out; one with no folder yet is ``_UNDECIDED``)."""
-        self.count_call("db.Jobs.load")
-        db = self.pyslurm.db
-        records = db.Jobs.load(db.JobFilter(ids=[int(j.id) for j in jobs], users=[self.user]))
-        self._accounting = True
-        folders = {j.id: str(j.folder) for j in jobs}
-        chosen: dict[str, Any] = {}
-        for record in records:
-            job_id = str(record.id)
-            workdir = str(record.working_directory or "")
-            if job_id not in folders or (workdir and same_folder(folders[job_id], workdir)):
-                chosen[job_id] = record
-            elif not workdir:   # accounting has not seen it start: ours, or the id's new job
-                chosen.setdefault(job_id, _UNDECIDED)
-        return chosen
+        the job's folder (``pick_by_folder``). None: this cluster keeps no accounting."""
+        try:
+            self.count_call("db.Jobs.load")
+            db = self.pyslurm.db
+            records = db.Jobs.load(db.JobFilter(ids=[int(j.id) for j in jobs], users=[self.user]))
+            chosen, undecided = pick_by_folder(_by_folder(records),
+                                               {j.id: str(j.folder) for j in jobs})
+        except Exception as exc:   # RPCError (slurmdbd down...), or no accounting at all
+            if isinstance(exc, AttributeError) or "disabled" in str(exc).lower():
+                return None
+            raise errors.SchedulerError(f"accounting query failed: {exc}") from exc
+        listing = Listing("pyslurm.db", unreadable=undecided)
+        for job_id, record in chosen.items():
+            self._read(listing, job_id, record, info_from_db_job)
+        return listing
+
+    def _read(self, listing: Listing, job_id: str, record: Any,
+              read: Callable[[Any], JobInfo]) -> None:
+        """One record into ``listing``; another user's is not read, only named."""
+        user = record.user_name
+        try:
+            info = read(record) if user == self.user else foreign(job_id, user, listing.source)
+        except errors.SchedulerOutputError as exc:   # a state newer than our table
+            listing.problem(exc.message, job_id)
+            return
+        listing.jobs[job_id] = (user, info)
 
     def cancel(self, job: Job) -> None:
         self.count_call("Job.cancel")
@@ -265,10 +233,16 @@ class PySlurm(Scheduler):
                     and not parse_state(str(found.state))[0].terminal:
                 self.cancel(Job(str(found.id), Path(str(found.working_directory or "."))))
 
-    def _log_once(self, message: str) -> None:
-        if message not in self._logged:
-            self._logged.add(message)
-            log.warning("pyslurm: %s; the job keeps its last known state", message)
+    def _log_once(self, problems: Sequence[str]) -> None:
+        for message in problems:
+            if message not in self._logged:
+                self._logged.add(message)
+                log.warning("pyslurm: %s; the job keeps its last known state", message)
+
+
+def _by_folder(records: Iterable[Any]) -> Iterable[tuple[str, str, Any]]:
+    """Accounting records as ``pick_by_folder`` takes them."""
+    return ((str(r.id), str(r.working_directory or ""), r) for r in records)
 
 
 def _translate(action: str, message: str) -> errors.SchedulerError:
