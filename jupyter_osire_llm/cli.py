@@ -45,15 +45,25 @@ from ._client.api import (
     describe_batch,
     discover,
 )
+from ._client.commands import (
+    CLI,
+    CLI_VERBS,
+    Parser,
+    add_verbs,
+    batches_table,
+    deleted_line,
+    deployment_line,
+    deployments_table,
+    launch_resources,
+    models_table,
+    scaled_line,
+)
 
 OK, FAILED, USAGE, NOT_FOUND, REFUSED, UNREACHABLE, TIMED_OUT, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
 EXIT_CODES = {OK: "ok", FAILED: "failed", USAGE: "usage", NOT_FOUND: "not found",
               REFUSED: "refused", UNREACHABLE: "server unreachable", TIMED_OUT: "timed out",
               INTERRUPTED: "interrupted"}
 OLD_NAMES = {"catalog": "models", "list": "ps"}
-LAUNCH_FLAGS = (("gpus", int), ("time", str), ("partition", str), ("account", str),
-                ("cpus", int), ("memory", str), ("gpu_type", str), ("qos", str),
-                ("constraint", str))
 
 
 def exit_code(exc: BaseException) -> int:
@@ -71,31 +81,9 @@ def exit_code(exc: BaseException) -> int:
     return FAILED
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse without abbreviations (``--token`` must never match ``--token-file``)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-
-def add_launch_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
-    p.add_argument("--replicas", type=int, default=1)
-    for name, kind in LAUNCH_FLAGS:
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, metavar=name.upper())
-    p.add_argument("--wait", action="store_true", help="wait until the model is ready")
-    p.add_argument("--timeout", type=float, help="with --wait: give up waiting after S seconds")
-
-
-def launch_resources(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: getattr(args, name) for name, _ in LAUNCH_FLAGS
-            if getattr(args, name, None) is not None}
-
-
-def _common_options(default: Any = None) -> _Parser:
+def _common_options(default: Any = None) -> Parser:
     """Options taken before or after the command (after it, they must not reset the defaults)."""
-    common = _Parser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the server's JSON",
                         default=False if default is None else default)
     common.add_argument("--url", help="the Jupyter server's URL, base URL included",
@@ -107,44 +95,10 @@ def _common_options(default: Any = None) -> _Parser:
 
 def parser() -> argparse.ArgumentParser:
     top, common = _common_options(), _common_options(argparse.SUPPRESS)
-    p = _Parser(prog="jupyter osire", description=__doc__.splitlines()[0], parents=[top],
-                epilog="Exit codes: " + ", ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-    sub.add_parser("models", parents=[common], help="the site's catalog")
-    sub.add_parser("ps", parents=[common], help="your deployments and their state")
-    add_launch_options(sub.add_parser("launch", parents=[common], help="launch a model"))
-    sub.add_parser("stop", parents=[common], help="stop a deployment, or a model's").add_argument(
-        "ref", metavar="ID|MODEL")
-    scale = sub.add_parser("scale", parents=[common], help="change a deployment's replicas")
-    scale.add_argument("ref", metavar="ID|MODEL")
-    scale.add_argument("replicas", type=int, metavar="N")
-    logs = sub.add_parser("logs", parents=[common], help="a deployment's log")
-    logs.add_argument("ref", metavar="ID")
-    logs.add_argument("--tail", type=int, default=50)
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    wait = sub.add_parser("wait", parents=[common], help="wait until a deployment is ready")
-    wait.add_argument("ref", metavar="ID|MODEL")
-    wait.add_argument("--timeout", type=float, help="give up after S seconds (exit 6)")
-    batch = sub.add_parser("batch", parents=[common],
-                           help="run a YAML batch spec, or follow, cancel, resume or delete a "
-                           "batch")
-    batch.add_argument("target", metavar="SPEC|BATCH_ID")
-    action = batch.add_mutually_exclusive_group()
-    action.add_argument("--cancel", action="store_true", help="cancel the batch")
-    action.add_argument("--resume", action="store_true",
-                        help="run an ended batch's remaining requests, and its failed ones "
-                        "again")
-    action.add_argument("--delete", action="store_true",
-                        help="forget an ended batch and remove its results")
-    batch.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
-                       help="with --resume: leave the failed requests failed")
-    batch.add_argument("--no-wait", action="store_true", help="do not wait for it to end")
-    batch.add_argument("--timeout", type=float, help="give up waiting after S seconds (exit 6)")
-    sub.add_parser("batches", parents=[common], help="your batches and their progress")
-    sub.add_parser("url", parents=[common], help="the OpenAI base URL of your server")
-    sub.add_parser("status", parents=[common], help="the extension's health")
+    p = Parser(prog="jupyter osire", description=__doc__.splitlines()[0], parents=[top],
+               epilog="Exit codes: " + ", ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = add_verbs(p, CLI, CLI_VERBS, parser_class=Parser, parents=[common])
     for old in OLD_NAMES:
         sub.add_parser(old, parents=[common])
     return p
@@ -159,63 +113,7 @@ def _refuse_token_argument(argv: list[str]) -> Optional[str]:
     return None
 
 
-# -- output -------------------------------------------------------------------------------------
-
-def table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    lines = [header, *rows]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()
-                     for line in lines)
-
-
-def models_table(models: list[dict[str, Any]]) -> str:
-    rows = []
-    for m in models:
-        r = m.get("resources") or {}
-        rows.append([m["name"], str(r.get("gpus", 0)), str(r.get("time", "")),
-                     str(r.get("partition") or ""), m.get("description") or ""])
-    return table(rows, ["MODEL", "GPUS", "TIME", "PARTITION", "DESCRIPTION"]) if rows \
-        else "the catalog is empty"
-
-
-def deployments_table(deployments: list[dict[str, Any]], now: Optional[float] = None) -> str:
-    now = time.time() if now is None else now
-    rows = []
-    for d in deployments:
-        jobs = ",".join(r.get("job_id") or "-" for r in d.get("replicas", []))
-        nodes = ",".join(sorted({r["node"] for r in d.get("replicas", []) if r.get("node")}))
-        reason = d.get("reason") or ""
-        if d.get("restarts"):
-            reason = f"{reason} [{d['restarts']} restart(s)]".strip()
-        rows.append([d["id"], d["model"], d["state"], jobs, nodes or "-",
-                     _age(now - (d.get("created") or now)), reason])
-    return table(rows, ["ID", "MODEL", "STATE", "JOBS", "NODE", "AGE", "REASON"]) if rows \
-        else "no deployments"
-
-
-def _age(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
-
-
-def batches_table(batches: list[dict[str, Any]], now: Optional[float] = None) -> str:
-    now = time.time() if now is None else now
-    rows = []
-    for b in batches:
-        counts, extra = b["request_counts"], b.get("osire") or {}
-        done = f"{counts['completed']}/{counts['total']}" + \
-            (f" ({counts['failed']} failed)" if counts.get("failed") else "")
-        rows.append([b["id"], b.get("model", ""), b["status"], done, extra.get("job_id") or "-",
-                     _age(now - b["created_at"]), extra.get("reason") or ""])
-    return table(rows, ["ID", "MODEL", "STATUS", "DONE", "JOB", "AGE", "REASON"]) if rows \
-        else "no batches"
-
+# -- progress -----------------------------------------------------------------------------------
 
 def _state_key(d: dict[str, Any]) -> Any:
     return d["state"], d.get("reason")   # elapsed time alone is no news in a log
@@ -280,21 +178,20 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
     elif command == "launch":
         d = api.launch(args.model, replicas=args.replicas, resources=launch_resources(args))
         if not args.wait:
-            emit(d, f"{d['id']}  {d['model']}  {d['state']}")
+            emit(d, deployment_line(d))
         else:
             if not args.json:
-                out.write(f"{d['id']}  {d['model']}  {d['state']}\n")
+                out.write(deployment_line(d) + "\n")
             return _wait(api, d["id"], args, out, err)
     elif command == "wait":
         return _wait(api, args.ref, args, out, err)
     elif command == "stop":
         stopped = [api.stop(d["id"]) for d in api.find(args.ref, live_only=True)]
         emit({"deployments": stopped} if len(stopped) > 1 else stopped[0],
-             "\n".join(f"{d['id']}  {d['model']}  {d['state']}" for d in stopped))
+             "\n".join(deployment_line(d) for d in stopped))
     elif command == "scale":
         d = api.scale(api.find(args.ref, live_only=True)[0]["id"], args.replicas)
-        emit(d, f"{d['id']}  {d['model']}  {d['state']}  replicas: "
-                f"{(d.get('policy') or {}).get('replicas_wanted', args.replicas)}")
+        emit(d, scaled_line(d, args.replicas))
     elif command == "batch":
         return _batch(api, args, out, err)
     elif command == "batches":
@@ -328,7 +225,7 @@ def _batch(api: OsireClient, args: argparse.Namespace, out: TextIO, err: TextIO)
                                  delete=args.delete, retry_failed=args.retry_failed)
     if args.delete:
         out.write(json.dumps(b, indent=2) + "\n" if args.json else
-                  f"deleted {b['id']} and its results\n")
+                  deleted_line(b) + "\n")
         return OK
     if args.no_wait or args.cancel:
         out.write((json.dumps(b, indent=2) if args.json else describe_batch(b)) + "\n")

@@ -24,9 +24,7 @@ Kernel side only: imports IPython, the client and (for chat) ``openai``; never j
 from __future__ import annotations
 
 import argparse
-import html
 import shlex
-import string
 import sys
 from typing import Any, Optional
 
@@ -34,68 +32,39 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from . import errors
 from ._client.api import DeploymentFailed, OsireClient, WaitTimeout, describe, describe_batch
-from .cli import (
-    _Parser,
-    add_launch_options,
+from ._client.chat import Chat, interpolate, openai_problem
+from ._client.commands import (
+    MAGIC,
+    MAGIC_VERBS,
+    Parser,
+    Usage,
+    add_verbs,
+    batches_html,
     batches_table,
+    deleted_line,
+    deployment_line,
+    deployments_html,
     deployments_table,
     launch_resources,
+    models_html,
     models_table,
+    scaled_line,
 )
 
-ANSWER_VARIABLE = "_osire_answer"
 BATCH_VARIABLE = "_osire_batch"
 
 
-class _Usage(Exception):
-    pass
-
-
-class _MagicParser(_Parser):
+class _MagicParser(Parser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise _Usage(f"{self.prog}: {message}\n{self.format_usage().strip()}")
+        raise Usage(f"{self.prog}: {message}\n{self.format_usage().strip()}")
 
     def exit(self, status: int = 0, message: Optional[str] = None) -> None:  # type: ignore[override]
-        raise _Usage(message or self.format_help())
+        raise Usage(message or self.format_help())
 
 
 def _parser() -> argparse.ArgumentParser:
     p = _MagicParser(prog="%osire", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_MagicParser)
-    sub.required = True
-    sub.add_parser("models", help="the site's catalog")
-    sub.add_parser("ps", help="your deployments and their state")
-    add_launch_options(sub.add_parser("launch", help="launch a model"))
-    sub.add_parser("stop", help="stop a deployment, or a model's").add_argument(
-        "ref", metavar="ID|MODEL")
-    scale = sub.add_parser("scale", help="change a deployment's replicas")
-    scale.add_argument("ref", metavar="ID|MODEL")
-    scale.add_argument("replicas", type=int, metavar="N")
-    logs = sub.add_parser("logs", help="a deployment's log")
-    logs.add_argument("ref", metavar="ID")
-    logs.add_argument("--tail", type=int, default=50)
-    wait = sub.add_parser("wait", help="wait until a deployment is ready")
-    wait.add_argument("ref", metavar="ID|MODEL")
-    wait.add_argument("--timeout", type=float)
-    sub.add_parser("url", help="the OpenAI base URL of this server")
-    batch = sub.add_parser("batch", help="run a YAML batch spec, or act on a batch")
-    batch.add_argument("target", metavar="SPEC|BATCH_ID")
-    action = batch.add_mutually_exclusive_group()
-    action.add_argument("--cancel", action="store_true")
-    action.add_argument("--resume", action="store_true")
-    action.add_argument("--delete", action="store_true")
-    batch.add_argument("--no-retry-failed", dest="retry_failed", action="store_false")
-    batch.add_argument("--no-wait", action="store_true")
-    batch.add_argument("--timeout", type=float)
-    sub.add_parser("batches", help="your batches and their progress")
-    chat = sub.add_parser("chat", help="(cell magic) send the cell to MODEL")
-    chat.add_argument("model")
-    chat.add_argument("--max-tokens", type=int)
-    chat.add_argument("--temperature", type=float)
-    chat.add_argument("--system")
-    chat.add_argument("--continue", dest="keep", action="store_true",
-                      help="continue the previous conversation")
-    chat.add_argument("--out", default=ANSWER_VARIABLE, help="variable for the answer")
+    add_verbs(p, MAGIC, MAGIC_VERBS, parser_class=_MagicParser)
     return p
 
 
@@ -104,8 +73,7 @@ class OsireMagics(Magics):
     def __init__(self, shell: Any, api: Optional[OsireClient] = None) -> None:
         super().__init__(shell)
         self.api = api or OsireClient()
-        self.conversation: list[dict[str, str]] = []
-        self._openai: Any = None
+        self.chat = Chat(lambda: self.api.openai())
 
     @property
     def _user_ns(self) -> dict[str, Any]:
@@ -118,10 +86,10 @@ class OsireMagics(Magics):
         try:
             args = _parser().parse_args(shlex.split(line))
             if (cell is None) == (args.command == "chat"):
-                raise _Usage("chat is a cell magic (%%osire chat MODEL); the others are line "
+                raise Usage("chat is a cell magic (%%osire chat MODEL); the others are line "
                              "magics (%osire ...)")
             getattr(self, "_" + args.command)(args, *([cell] if cell is not None else []))
-        except _Usage as exc:
+        except Usage as exc:
             print(str(exc).rstrip(), file=sys.stderr)
         except DeploymentFailed as exc:
             print(f"osire: {exc.message}", file=sys.stderr)
@@ -132,7 +100,7 @@ class OsireMagics(Magics):
         except KeyboardInterrupt:
             print("osire: interrupted", file=sys.stderr)
         except Exception as exc:
-            problem = _openai_problem(exc)
+            problem = openai_problem(exc)
             if problem is None:
                 raise
             print(f"osire: {problem}", file=sys.stderr)
@@ -141,27 +109,18 @@ class OsireMagics(Magics):
 
     def _models(self, args: argparse.Namespace) -> None:
         models = self.api.models()
-        rows = [[m["name"], (m.get("resources") or {}).get("gpus", 0),
-                 (m.get("resources") or {}).get("time", ""), m.get("description") or ""]
-                for m in models]
-        _show(models_table(models), _html_table(["model", "GPUs", "time", "description"], rows))
+        _show(models_table(models), models_html(models))
 
     def _ps(self, args: argparse.Namespace) -> None:
         deployments = self.api.deployments()
-        rows = [[d["id"], d["model"], d["state"],
-                 ", ".join(r.get("job_id") or "-" for r in d.get("replicas", [])),
-                 ", ".join(sorted({r["node"] for r in d.get("replicas", []) if r.get("node")})),
-                 d.get("reason") or ""] for d in deployments]
-        _show(deployments_table(deployments),
-              _html_table(["id", "model", "state", "jobs", "node", "reason"], rows)
-              if rows else "<p>no deployments</p>")
+        _show(deployments_table(deployments), deployments_html(deployments))
 
     def _launch(self, args: argparse.Namespace) -> None:
         d = self.api.launch(args.model, replicas=args.replicas, resources=launch_resources(args))
         if args.wait:
             self._wait_for(d["id"], args.timeout)
         else:
-            print(f"{d['id']}  {d['model']}  {d['state']}  (%osire wait {d['id']})")
+            print(f"{deployment_line(d)}  (%osire wait {d['id']})")
 
     def _wait(self, args: argparse.Namespace) -> None:
         self._wait_for(args.ref, args.timeout)
@@ -169,13 +128,12 @@ class OsireMagics(Magics):
     def _stop(self, args: argparse.Namespace) -> None:
         for d in self.api.find(args.ref, live_only=True):
             d = self.api.stop(d["id"])
-            print(f"{d['id']}  {d['model']}  {d['state']}")
+            print(deployment_line(d))
 
     def _scale(self, args: argparse.Namespace) -> None:
         d = self.api.find(args.ref, live_only=True)[0]
         d = self.api.scale(d["id"], args.replicas)
-        print(f"{d['id']}  {d['model']}  {d['state']}  replicas: "
-              f"{(d.get('policy') or {}).get('replicas_wanted', args.replicas)}")
+        print(scaled_line(d, args.replicas))
 
     def _logs(self, args: argparse.Namespace) -> None:
         deployment_id = self.api.find(args.ref)[0]["id"]
@@ -189,11 +147,7 @@ class OsireMagics(Magics):
 
     def _batches(self, args: argparse.Namespace) -> None:
         batches = self.api.batches()
-        rows = [[b["id"], b.get("model", ""), b["status"],
-                 f"{b['request_counts']['completed']}/{b['request_counts']['total']}",
-                 (b.get("osire") or {}).get("reason") or ""] for b in batches]
-        _show(batches_table(batches), _html_table(["id", "model", "status", "done", "reason"],
-                                                  rows) if rows else "<p>no batches</p>")
+        _show(batches_table(batches), batches_html(batches))
 
     def _batch(self, args: argparse.Namespace) -> None:
         """A spec (a path) is uploaded and run; a batch id is followed, cancelled, resumed or
@@ -201,7 +155,7 @@ class OsireMagics(Magics):
         b, output = self.api.batch_target(args.target, cancel=args.cancel, resume=args.resume,
                                           delete=args.delete, retry_failed=args.retry_failed)
         if args.delete:
-            print(f"deleted {b['id']} and its results")
+            print(deleted_line(b))
             return
         self._user_ns[BATCH_VARIABLE] = b
         if args.no_wait or args.cancel:
@@ -240,43 +194,13 @@ class OsireMagics(Magics):
     # -- chat -----------------------------------------------------------------------------------
 
     def _chat(self, args: argparse.Namespace, cell: str) -> None:
-        text = _interpolate(cell, self._user_ns).strip()
+        text = interpolate(cell, self._user_ns).strip()
         if not text:
-            raise _Usage("%%osire chat: the cell is empty; write your message in it")
-        if not args.keep:
-            self.conversation = []
-            if args.system:
-                self.conversation.append({"role": "system", "content": args.system})
-        elif args.system:
-            self.conversation = [m for m in self.conversation if m["role"] != "system"]
-            self.conversation.insert(0, {"role": "system", "content": args.system})
-        messages = [*self.conversation, {"role": "user", "content": text}]
-        extra: dict[str, Any] = {}
-        if args.max_tokens is not None:
-            extra["max_tokens"] = args.max_tokens
-        if args.temperature is not None:
-            extra["temperature"] = args.temperature
-        if self._openai is None:
-            self._openai = self.api.openai()
-        stream = self._openai.chat.completions.create(model=args.model, messages=messages,
-                                                      stream=True, **extra)
-        out = _Stream(self.shell)
-        answer = []
-        try:
-            for chunk in stream:
-                delta = chunk.choices[0].delta.content if chunk.choices else None
-                if delta:
-                    answer.append(delta)
-                    out.add(delta)
-        except KeyboardInterrupt:
-            stream.close()
-            out.finish("".join(answer), interrupted=True)
-            self._user_ns[args.out] = "".join(answer)
-            return
-        reply = "".join(answer)
-        out.finish(reply)
-        self.conversation = [*messages, {"role": "assistant", "content": reply}]
-        self._user_ns[args.out] = reply
+            raise Usage("%%osire chat: the cell is empty; write your message in it")
+        self.chat.start(args.system, keep=args.keep)
+        self._user_ns[args.out] = self.chat.ask(
+            args.model, text, _Stream(self.shell),
+            max_tokens=args.max_tokens, temperature=args.temperature)
 
 
 # -- output helpers -----------------------------------------------------------------------------
@@ -288,13 +212,6 @@ def _in_kernel(shell: Any) -> bool:
 def _show(text: str, html_text: str) -> None:
     from IPython.display import display
     display({"text/plain": text, "text/html": html_text}, raw=True)
-
-
-def _html_table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-                   for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 class _Line:
@@ -362,40 +279,6 @@ class _Stream:
             display(bundle, raw=True)
         else:
             self.handle.update(bundle, raw=True)
-
-
-def _interpolate(text: str, namespace: dict[str, Any]) -> str:
-    """``{name}`` (and ``{name.attr}``, ``{name[0]}``, ``{x:.2f}``) from the user's namespace."""
-    try:
-        return string.Formatter().vformat(text, (), _Namespace(namespace))
-    except KeyError as exc:
-        raise _Usage(f"%%osire chat: {{{exc.args[0]}}} is not a variable of this notebook "
-                     "(write {{ and }} for literal braces)") from None
-    except (ValueError, IndexError, AttributeError) as exc:
-        raise _Usage(f"%%osire chat: cannot fill in the cell's {{...}}: {exc} "
-                     "(write {{ and }} for literal braces)") from None
-
-
-class _Namespace(dict):
-    def __init__(self, namespace: dict[str, Any]) -> None:
-        super().__init__()
-        self.namespace = namespace
-
-    def __getitem__(self, key: str) -> Any:
-        return self.namespace[key]
-
-
-def _openai_problem(exc: Exception) -> Optional[str]:
-    """An error of the openai SDK as one readable line (None when it is not one)."""
-    if type(exc).__module__.split(".")[0] != "openai":
-        return None
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        message = body.get("message") or (body.get("error") or {}).get("message")
-        if message:
-            status = getattr(exc, "status_code", None)
-            return f"{message}" + (f" ({status})" if status else "")
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def load_ipython_extension(ipython: Any) -> None:

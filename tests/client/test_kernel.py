@@ -78,8 +78,8 @@ def test_notebook_on_slurm(slurm_cluster, tmp_path):
 
         state = run_ok(kernel, "print(repr(_osire_answer)); "
                                "m = get_ipython().magics_manager.registry['OsireMagics']; "
-                               "print([x['role'] for x in m.conversation]); "
-                               "print(m.conversation[1]['content'])")
+                               "print([x['role'] for x in m.chat.messages]); "
+                               "print(m.chat.messages[1]['content'])")
         lines = stdout_of(state).splitlines()
         assert lines[0] == repr("t0 t1 t2 t3 t4 t5 ")
         assert lines[1] == "['system', 'user', 'assistant']"
@@ -88,7 +88,7 @@ def test_notebook_on_slurm(slurm_cluster, tmp_path):
         again = run_ok(kernel, "%%osire chat fake-chat --max-tokens 2 --continue --out second\n"
                                "And again?")
         assert outputs(again, "update_display_data")
-        roles = run_ok(kernel, "print(len(m.conversation), repr(second))")
+        roles = run_ok(kernel, "print(len(m.chat.messages), repr(second))")
         assert stdout_of(roles).strip() == "5 " + repr("t0 t1 ")
 
         direct = run_ok(kernel, "from jupyter_osire_llm import client\n"
