@@ -42,11 +42,11 @@ def load_ipython_extension(ipython: Any) -> None:
     load(ipython)
 
 
-def _jupyter_server_extension_points() -> list[dict]:
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     from .server.app import OsireLLM
 
     return [{"module": "jupyter_osire_llm", "app": OsireLLM}]
 
 
-def _jupyter_labextension_paths() -> list[dict]:
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
     return [{"src": "labextension", "dest": "jupyter-osire-llm"}]

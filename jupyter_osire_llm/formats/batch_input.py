@@ -108,8 +108,9 @@ def _check_line(raw: bytes, endpoint: str, seen: set[str]) -> str:
     body = line.get("body")
     if not isinstance(body, dict):
         raise ValueError("'body' must be a JSON object")
-    if not isinstance(body.get("model"), str) or not body["model"]:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
         raise ValueError("'body.model' must name a catalog model")
     if body.get("stream"):
         raise ValueError("'body.stream' cannot be true in a batch")
-    return body["model"]
+    return model
