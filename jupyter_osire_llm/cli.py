@@ -127,8 +127,8 @@ def _batch_key(b: dict[str, Any]) -> Any:
 class Progress:
     """One updating line on a terminal (``\\r``); a plain line per change otherwise."""
 
-    def __init__(self, stream: TextIO, words: Callable[[dict], str] = describe,
-                 news: Callable[[dict], Any] = _state_key) -> None:
+    def __init__(self, stream: TextIO, words: Callable[[dict[str, Any]], str] = describe,
+                 news: Callable[[dict[str, Any]], Any] = _state_key) -> None:
         self.stream, self.last, self.width = stream, "", 0
         self.words, self.news = words, news
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
@@ -144,7 +144,7 @@ class Progress:
             if key != self.last:
                 self.stream.write(self.words(d) + "\n")
                 self.stream.flush()
-                self.last = key  # type: ignore[assignment]
+                self.last = key
 
     def done(self) -> None:
         if self.tty and self.width:

@@ -78,7 +78,8 @@ class OsireMagics(Magics):
     @property
     def _user_ns(self) -> dict[str, Any]:
         assert self.shell is not None
-        return self.shell.user_ns
+        namespace: dict[str, Any] = self.shell.user_ns
+        return namespace
 
     @line_cell_magic
     def osire(self, line: str, cell: Optional[str] = None) -> None:
