@@ -15,8 +15,8 @@ import subprocess
 from typing import Any, Optional, Sequence
 
 from ... import errors
-from ..base import SCRIPT_FILE, Job, JobInfo, JobOwner, JobRequest, Scheduler, job_environment, \
-    with_exit_trap
+from ..base import (SCRIPT_FILE, Job, JobInfo, JobOwner, JobRequest, Scheduler, job_environment,
+                    with_exit_trap)
 from .commands import (SCONTROL_CONFIG, Completed, installed, run_command, sacct_command,
                        sbatch_command, scancel_command, scancel_named_command,
                        scontrol_job_command, squeue_command, timeout_error)
