@@ -23,10 +23,11 @@ import shutil
 import sqlite3
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-#: Tables copied into the new file, in order (leases are not: every server claims them again).
-TABLES = ("deployments", "batches", "files")
+#: The kinds of record, in the order they are reported. Every table is copied into the new file
+#: but ``leases`` (every server claims its leases again).
+KINDS = ("deployments", "batches", "files", "records")
 PROBE_LIMIT = 10_000   # row ids tried one by one past a damaged page when the top is unknown
 _DAMAGE = ("not a database", "malformed", "corrupt", "disk image")
 
@@ -103,8 +104,10 @@ def _new_file(path: Path, schema: str) -> sqlite3.Connection:
 
 
 def _salvage(old: Path, new: Path, schema: str) -> tuple[dict[str, int], list[str]]:
-    """Copy each table's readable rows from ``old`` into a new file at ``new``: the number copied
-    per table, and the tables where some could not be read."""
+    """Copy each table's readable rows from ``old`` into a new file at ``new``, in the tables
+    (and schema version) ``old`` had, for the store to migrate as it would any file of that
+    version: the number of records copied per kind, and the tables where some could not be
+    read."""
     copied: dict[str, int] = {}
     partial: list[str] = []
     target = _new_file(new, schema)
@@ -114,32 +117,65 @@ def _salvage(old: Path, new: Path, schema: str) -> tuple[dict[str, int], list[st
     except sqlite3.Error:
         target.close()
         _remove_copy(readable, old)
-        return copied, list(TABLES)
+        return copied, ["every table"]
     try:
-        for table in TABLES:
-            columns = _common_columns(source, target, table)
-            if columns is None:
-                partial.append(table)
-                continue
-            rows, whole = _readable_rows(source, table, columns)
-            names = ", ".join(columns)
-            marks = ", ".join("?" * len(columns))
-            count = 0
-            for row in rows:
-                try:
-                    target.execute(f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})",
-                                   row)
-                    count += 1
-                except sqlite3.Error:   # garbage read from a damaged page
-                    whole = False
-            copied[table] = count
-            if not whole:
+        tables = _tables_like(source, target)
+        if tables is None:
+            return copied, ["every table"]
+        for table in tables:
+            if not _copy_table(source, target, table, copied):
                 partial.append(table)
     finally:
         source.close()
         target.close()
         _remove_copy(readable, old)
-    return copied, partial
+    return dict(sorted(copied.items(), key=lambda item: _order(item[0]))), partial
+
+
+def _tables_like(source: sqlite3.Connection, target: sqlite3.Connection) -> Optional[list[str]]:
+    """The record tables of ``source``, made in ``target`` as they are there (with its schema
+    version); None when its schema cannot be read."""
+    try:
+        found = source.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"
+                               ).fetchall()
+        version = source.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error:
+        return None
+    have = {row[0] for row in target.execute("SELECT name FROM sqlite_master")}
+    tables = [name for name, sql in found if name != "leases" and not name.startswith("sqlite_")]
+    for name, sql in found:
+        if name in tables and name not in have:
+            target.execute(sql)
+    target.execute(f"PRAGMA user_version = {int(version)}")
+    return sorted(tables, key=_order)
+
+
+def _copy_table(source: sqlite3.Connection, target: sqlite3.Connection, table: str,
+                copied: dict[str, int]) -> bool:
+    """Copy ``table``'s readable rows, counted in ``copied`` by kind (a table of the old
+    schema: its name); whether every row could be read."""
+    columns = _common_columns(source, target, table)
+    if columns is None:
+        return False
+    rows, whole = _readable_rows(source, table, columns)
+    names = ", ".join(columns)
+    marks = ", ".join("?" * len(columns))
+    kind_at = columns.index("kind") if "kind" in columns else None
+    if kind_at is None:
+        copied.setdefault(table, 0)
+    for row in rows:
+        try:
+            target.execute(f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})", row)
+        except sqlite3.Error:   # garbage read from a damaged page
+            whole = False
+            continue
+        kind = table if kind_at is None else str(row[kind_at])
+        copied[kind] = copied.get(kind, 0) + 1
+    return whole
+
+
+def _order(name: str) -> int:
+    return KINDS.index(name) if name in KINDS else len(KINDS)
 
 
 def _full_length(path: Path) -> Path:
@@ -178,11 +214,11 @@ def _common_columns(source: sqlite3.Connection, target: sqlite3.Connection,
 
 
 def _readable_rows(db: sqlite3.Connection, table: str,
-                   columns: list[str]) -> tuple[list[tuple], bool]:
+                   columns: list[str]) -> tuple[list[tuple[Any, ...]], bool]:
     """Every row that can be read, and whether that was all of them: a scan in row id order,
     then, past a damaged page, row ids one by one (each a fresh descent of the tree)."""
     names = ", ".join(columns)
-    rows: list[tuple] = []
+    rows: list[tuple[Any, ...]] = []
     last = 0
     try:
         for row in db.execute(f"SELECT rowid, {names} FROM {table} ORDER BY rowid"):

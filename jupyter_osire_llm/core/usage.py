@@ -1,16 +1,42 @@
 """What one user holds, as the site limits count it: GPUs of live replicas and running batches.
 
 Deployments and batches both check ``OsireLLM.max_total_gpus`` against this one count, inside
-the store's write transaction (``Store.insert_within``, ``insert_doc``...), so neither can be
-used to get around the other.
+the store's write transaction (``Store.insert``, ``Store.save``), so neither can be used to get
+around the other.
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from ..batches.states import Batch
 from ..deployments.states import Deployment
-from .store import Holdings
+from .store import Check, Others
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What one user holds, read inside the write transaction that would add to it."""
+
+    deployments: list[Deployment]   # the live ones
+    batches: list[dict[str, Any]]   # every batch's document, live or not
+
+    @classmethod
+    def of(cls, others: Others) -> "Holdings":
+        deployments = []
+        for doc in others.get("deployments", []):
+            try:
+                deployment = Deployment.from_doc(doc, 0)
+            except (ValueError, TypeError, KeyError, AttributeError):   # not counted
+                continue
+            if deployment.live:
+                deployments.append(deployment)
+        return cls(deployments, list(others.get("batches", [])))
+
+
+def within(check: Callable[[Holdings], None]) -> Check:
+    """A check of what the user holds, as the store's write transaction calls it."""
+    return lambda others: check(Holdings.of(others))
 
 
 def resources_gpus(resources: dict[str, Any]) -> int:

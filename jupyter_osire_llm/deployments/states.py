@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Optional, Sequence
 
 from ..schedulers.base import JobInfo, JobState
@@ -120,6 +120,19 @@ class Deployment:
                 "failures": [f for r in self.replicas for f in r.failures],
                 "replicas": [r.to_json(now) for r in self.replicas]}
 
+    def to_doc(self) -> dict[str, Any]:
+        """The stored document (its version is the record's, kept beside it)."""
+        doc = asdict(self)
+        doc.pop("version")
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any], version: int) -> "Deployment":
+        """Records written by other versions load too: unknown fields are dropped, missing ones
+        default."""
+        replicas = tuple(Replica(**_known(Replica, r)) for r in doc["replicas"])
+        return cls(**{**_known(cls, doc), "replicas": replicas, "version": version})
+
 
 def apply_job_info(replica: Replica, info: JobInfo, *, stop_requested: bool,
                    log_tail: str = "", stop_reason: Optional[str] = None) -> Replica:
@@ -208,3 +221,8 @@ def deployment_state(replicas: Sequence[Replica], stop_requested: bool,
     if failed:
         return FAILED, failed[0].reason
     return STOPPED, replicas[0].reason if replicas else None
+
+
+def _known(cls: type, doc: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in doc.items() if k in names}

@@ -14,7 +14,7 @@ from jupyter_osire_llm.formats.batch_input import check_input
 from jupyter_osire_llm._client.batch_spec import parse_spec
 from jupyter_osire_llm.batches.states import (Batch, apply_counts, apply_job_info, error_file_id,
                                             output_file_id)
-from jupyter_osire_llm.batches.service import count_results
+from jupyter_osire_llm.batches.results import count_results
 from jupyter_osire_llm.errors import RequestError
 from jupyter_osire_llm.schedulers.base import JobInfo, JobState
 

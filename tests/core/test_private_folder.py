@@ -98,4 +98,4 @@ def test_a_launch_under_a_shared_root_submits_nothing_and_keeps_nothing(tmp_path
         asyncio.run(service.launch("m"))
     assert "writable by other users" in err.value.message
     assert scheduler.submitted == [] and service.all() == []
-    assert list(service.store.load_all()) == []
+    assert service.store.load("deployments") == []

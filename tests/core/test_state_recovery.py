@@ -4,6 +4,7 @@ The server-level test (a deployment on real Slurm still watched) is in
 tests/deployments/test_corrupt_state.py."""
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -20,10 +21,11 @@ PAGE = 4096
 def filled(path: Path, files: int = 200) -> Path:
     """A state file with one deployment (first, so on the first pages) and many file records."""
     store = Store(path)
-    assert store.save(Deployment(id="keep", model="m", created=1.0, resources={},
-                                 replicas=(Replica(0, "/f", job_id="5"),)))
+    keep = Deployment(id="keep", model="m", created=1.0, resources={},
+                      replicas=(Replica(0, "/f", job_id="5"),))
+    assert store.insert("deployments", keep.id, keep.created, keep.to_doc())
     for i in range(files):
-        store.insert_doc("files", f"file-{i:04d}", float(i), {"id": f"file-{i:04d}",
+        store.insert("files", f"file-{i:04d}", float(i), {"id": f"file-{i:04d}",
                                                                "pad": "x" * 1500})
     store.close()
     return path
@@ -53,22 +55,22 @@ def test_a_malformed_file_is_moved_aside_and_its_readable_rows_kept(tmp_path, ki
     with pytest.raises(sqlite3.DatabaseError, match="malformed"):
         with sqlite3.connect(path) as db:
             db.execute("PRAGMA quick_check").fetchall()
-            db.execute("SELECT doc FROM files").fetchall()
+            db.execute("SELECT doc FROM records").fetchall()
     store = Store(path)
-    assert [d.id for d in store.load_all()] == ["keep"]
-    kept_files = len(store.load_docs("files"))
+    assert [r.id for r in store.load("deployments")] == ["keep"]
+    kept_files = len(store.load("files"))
     assert 100 < kept_files < 200                     # the pages that were there
     [problem] = store.problems
     assert f"the state file {path} is damaged" in problem and "malformed" in problem
     assert "deployments: 1 row(s)" in problem and f"files: {kept_files} row(s)" in problem
-    assert "rows of files on damaged pages could not be read" in problem
+    assert "rows of records on damaged pages could not be read" in problem
     [old] = aside(path)
     assert old.read_bytes() == before and str(old) in problem   # kept, as it was, for the admin
     assert not list(tmp_path.glob("*.padded"))
-    assert store.save(Deployment(id="new", model="m", created=2.0, resources={}, replicas=()))
+    assert store.insert("deployments", "new", 2.0, {"id": "new"})
     store.close()
     again = Store(path)                               # the new file is sound: nothing to say
-    assert again.problems == [] and {d.id for d in again.load_all()} == {"keep", "new"}
+    assert again.problems == [] and set(again.versions("deployments")) == {"keep", "new"}
     again.close()
 
 
@@ -76,7 +78,7 @@ def test_a_file_that_is_not_sqlite_is_moved_aside_and_a_new_one_started(tmp_path
     path = filled(tmp_path / "state.sqlite")
     before = damage(path, "not-sqlite")
     store = Store(path)
-    assert list(store.load_all()) == []
+    assert store.load("deployments") == []
     [problem] = store.problems
     assert "is not an SQLite database (file is not a database)" in problem
     assert "scancel them by hand" in problem
@@ -92,7 +94,7 @@ def test_a_sound_file_and_a_busy_one_are_left_alone(tmp_path):
     store.close()
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")      # another server in the middle of a write
-    holder.execute("DELETE FROM files")
+    holder.execute("DELETE FROM records")
     try:
         assert state_recovery._damage(path) is None
     finally:
@@ -104,10 +106,40 @@ def test_a_sound_file_and_a_busy_one_are_left_alone(tmp_path):
 def test_unreadable_rows_are_skipped_and_reported(tmp_path):
     path = filled(tmp_path / "state.sqlite", files=1)
     with sqlite3.connect(path) as db:
-        db.execute("INSERT INTO deployments (id, model, state, created, doc, version) "
-                   "VALUES ('bad', 'm', 'ready', 2.0, '{not json', 1)")
+        db.execute("INSERT INTO records (kind, id, created, doc, version) "
+                   "VALUES ('deployments', 'bad', 2.0, '{not json', 1)")
     store = Store(path)
-    assert [d.id for d in store.load_all()] == ["keep"]
+    assert [r.id for r in store.load("deployments")] == ["keep"]
     assert store.problems and "deployment bad: unreadable record skipped" in store.problems[0]
     assert aside(path) == []               # a bad row is no reason to move the file
     store.close()
+
+
+def test_a_damaged_file_of_the_old_schema_keeps_its_rows_and_is_migrated(tmp_path):
+    """The rows are salvaged into the tables the file had; the store then migrates them."""
+    from test_store import OLD_SCHEMA
+    path = tmp_path / "state.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_SCHEMA)
+        keep = Deployment(id="keep", model="m", created=1.0, resources={},
+                          replicas=(Replica(0, "/f", job_id="5"),))
+        db.execute("INSERT INTO deployments (id, model, state, created, doc, version) "
+                   "VALUES ('keep', 'm', 'queued', 1.0, ?, 4)",
+                   (json.dumps({**keep.to_doc(), "version": 4}),))
+        for i in range(200):
+            db.execute("INSERT INTO files VALUES (?, ?, 1, ?)",
+                       (f"file-{i:04d}", float(i), json.dumps({"id": f"file-{i:04d}",
+                                                               "pad": "x" * 1500})))
+    damage(path, "truncated")
+    store = Store(path)
+    [record] = store.load("deployments")
+    assert Deployment.from_doc(record.doc, record.version) == \
+        Deployment(**{**vars(keep), "version": 4})
+    kept_files = len(store.load("files"))
+    assert 100 < kept_files < 200
+    [problem] = store.problems
+    assert "deployments: 1 row(s)" in problem and f"files: {kept_files} row(s)" in problem
+    assert "rows of files on damaged pages could not be read" in problem
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (1,)

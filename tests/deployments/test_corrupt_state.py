@@ -12,7 +12,6 @@ import json
 import os
 import sqlite3
 import subprocess
-from dataclasses import asdict
 from pathlib import Path
 
 import openai
@@ -60,11 +59,11 @@ def fill_and_damage(path: Path, kind: str) -> None:
             old = Deployment(id=f"old{i:03d}", model="fake-chat", created=10.0 + i,
                              resources={}, state=STOPPED, reason="x" * 1500,
                              replicas=(Replica(0, f"/nowhere/{i}", state=STOPPED),))
-            db.execute("INSERT INTO deployments (id, model, state, created, doc, version) "
-                       "VALUES (?, ?, ?, ?, ?, 1)", (old.id, old.model, old.state, old.created,
-                                                     json.dumps(asdict(old))))
+            db.execute("INSERT INTO records (kind, id, created, doc, version) "
+                       "VALUES ('deployments', ?, ?, ?, 1)", (old.id, old.created,
+                                                              json.dumps(old.to_doc())))
         if kind == "bad-row":
-            db.execute("UPDATE deployments SET doc = '{cut off' WHERE id = 'old007'")
+            db.execute("UPDATE records SET doc = '{cut off' WHERE id = 'old007'")
     data = bytearray(path.read_bytes())
     if kind == "truncated":
         data = data[:len(data) - 20 * PAGE]

@@ -28,7 +28,7 @@ def record(deployment_id: str = "d1", version: int = 1, **replica) -> Deployment
 def save_under(store: Store, fence: Fence, deployment: Deployment, expected: int) -> bool:
     token = FENCE.set(fence)
     try:
-        return store.save(deployment, expected)
+        return store.save("deployments", deployment.id, deployment.to_doc(), expected)
     finally:
         FENCE.reset(token)
 
@@ -38,7 +38,7 @@ def test_a_write_under_a_lease_taken_over_is_refused(tmp_path):
     now = [100.0]
     assert a.claim_epoch("monitor:slurm:x", "A", now[0], ttl=20) == 1
     assert a.claim_epoch("monitor:slurm:x", "A", now[0] + 5, ttl=20) == 1   # renewal: same epoch
-    a.save(record(version=1), None)
+    a.insert("deployments", "d1", 1.0, record().to_doc())
     fence = Fence("monitor:slurm:x", "A", 1, margin=5, clock=lambda: now[0])
     assert save_under(a, fence, record(version=2, state="starting"), 1)
 
@@ -46,7 +46,8 @@ def test_a_write_under_a_lease_taken_over_is_refused(tmp_path):
     assert b.claim_epoch("monitor:slurm:x", "B", now[0], ttl=20) == 2
     with pytest.raises(LeaseLost, match="taken over"):
         save_under(a, fence, record(version=3, state="failed"), 2)
-    assert a.load("d1").version == 2 and a.load("d1").replicas[0].state == "starting"
+    [d1] = a.load("deployments", ["d1"])
+    assert d1.version == 2 and d1.doc["replicas"][0]["state"] == "starting"
     with pytest.raises(LeaseLost):
         a.check_fence(fence)                        # before a scheduler action too
 
@@ -54,11 +55,11 @@ def test_a_write_under_a_lease_taken_over_is_refused(tmp_path):
 def test_a_lease_about_to_run_out_is_no_ground_to_act_on(tmp_path):
     store = Store(tmp_path / "s.sqlite")
     store.claim_epoch("monitor:local:h", "A", 100.0, ttl=20)     # held until 120
-    store.save(record(), None)
+    store.insert("deployments", "d1", 1.0, record().to_doc())
     late = Fence("monitor:local:h", "A", 1, margin=5, clock=lambda: 116.0)
     with pytest.raises(LeaseLost, match="margin"):
         save_under(store, late, record(version=2, state="failed"), 1)
-    assert store.load("d1").version == 1
+    assert store.versions("deployments") == {"d1": 1}
 
 
 def test_the_epoch_moves_on_with_every_new_holder(tmp_path):
@@ -90,7 +91,7 @@ def test_a_resubmission_racing_another_servers_gives_one_job(slurm_cluster, tmp_
     a, b = services(tmp_path)
     waiting = replace_folder(record("race1", version=1, state=QUEUED, restarts=1,
                                     restart_at=time.time() - 1), tmp_path)
-    a.store.insert_within(waiting, lambda holdings: None)
+    a.store.insert("deployments", waiting.id, waiting.created, waiting.to_doc())
 
     async def race() -> None:
         await a.refresh()
