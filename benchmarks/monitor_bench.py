@@ -29,9 +29,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "proxy")]
 
 from engine_tools import fake_engine_command, free_port, start_process, stop_process_group  # noqa: E402
-from jupyter_osire_llm.deployments.monitor import Monitor  # noqa: E402
+from jupyter_osire_llm.server.settings import Timing  # noqa: E402
 from jupyter_osire_llm.schedulers.base import Job, JobInfo, JobRequest, JobState, Scheduler  # noqa: E402
-from service_factory import make_service, one_model_catalog  # noqa: E402
+from service_factory import make_context, one_model_catalog  # noqa: E402
 from test_engine_tls import TLS_FLAGS, make_certificate  # noqa: E402
 
 
@@ -67,11 +67,13 @@ class Clock:
 
 async def queued_day(tmp: Path, hours: float, previous_policy: bool) -> dict:
     scheduler, clock = Queue(), Clock()
-    service = make_service(tmp, one_model_catalog("true"), scheduler)
+    context = make_context(tmp, one_model_catalog("true"), scheduler,
+                           monitor_slow_interval=0.5 if previous_policy else 30.0,
+                           timing=Timing(monitor_clock=clock,
+                                         wall_clock=lambda: 1e9 + clock.now))
+    service, monitor = context.service, context.monitor
     for _ in range(3):
         await service.launch("m")
-    monitor = Monitor(service, scheduler, clock=clock, wall_clock=lambda: 1e9 + clock.now,
-                      slow_interval=0.5 if previous_policy else 30.0)
     end = hours * 3600
     while clock.now < end:
         scheduler.now = clock.now
@@ -97,9 +99,9 @@ def most_in_window(times: list[float], seconds: float) -> int:
 async def noticed_after(tmp: Path) -> float:
     """Seconds from the engine's first healthy answer to the deployment being ready."""
     scheduler = Queue()
-    service = make_service(tmp, one_model_catalog(f"{sys.executable} -c pass", **TLS_FLAGS),
-                           scheduler, advertise_host="127.0.0.1")
-    monitor = Monitor(service, scheduler)
+    context = make_context(tmp, one_model_catalog(f"{sys.executable} -c pass", **TLS_FLAGS),
+                           scheduler, engine_host="127.0.0.1")
+    service, monitor = context.service, context.monitor
     d = await service.launch("m")
     monitor.start()
     await asyncio.sleep(3)                      # the monitor has settled into waiting

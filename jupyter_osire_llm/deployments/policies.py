@@ -10,10 +10,10 @@ Who runs what:
 - Only the watching server (the monitor's leader) acts: ``cycle(leader=True)`` each monitor
   cycle resubmits replicas waiting for a restart, renews replicas near their time limit, cancels
   drained replicas and stops idle deployments.
-- The restart decision itself is taken where the failure is recorded (``on_failure``, called by
-  the service inside the same write), so nobody ever sees a deployment "failed" that is about to
-  be restarted.
-- Launch on demand runs in the request (``before_request``), on whichever server got it.
+- The restart decision itself is taken where the failure is recorded (``restarts.py``, called
+  by the service inside the same write), so nobody ever sees a deployment "failed" that is about
+  to be restarted.
+- Launch on demand runs in the request (``on_demand.py``), on whichever server got it.
 
 Draining counts the requests of this server only: a request that another server of the same user
 sent to a retired replica less than ``drain_grace`` seconds before it learnt of the retirement
@@ -21,11 +21,8 @@ may be cut when the replica is cancelled.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
 import time
-from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional
 
 from ..core.limits import time_to_minutes
@@ -33,35 +30,17 @@ from ..errors import (
     Conflict,
     LeaseLost,
     LimitExceeded,
-    ModelNotReady,
     NotFound,
     OsireError,
     RequestError,
 )
-from ..proxy.router import Router, not_ready
-from ..schedulers.base import JobState
+from ..proxy.router import Router
+from .policy_config import STARTUP_DEADLINE, PolicyConfig
+from .restarts import successor_of
 from .service import DeploymentService
-from .states import FAILED, QUEUED, READY, STARTING, Deployment, Replica
+from .states import QUEUED, READY, STARTING, Deployment, Replica
 
 log = logging.getLogger(__name__)
-MAX_BACKOFF = 300.0
-STARTUP_DEADLINE = "not ready after "   # the reason a start-up deadline gives
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    idle_timeout: float = 1800.0        # seconds without inference before a stop; 0: never
-    launch_on_demand: bool = False      # /osire/v1 may launch a catalog model nobody runs
-    launch_on_demand_wait: float = 0.0  # seconds such a request waits to be served; 0: 503
-    max_restarts: int = 3               # resubmissions of a failed replica
-    restart_backoff: float = 10.0       # seconds before the first restart, doubled each time
-    renew_before: float = 600.0         # seconds before the time limit a replacement is sent
-    allow_pinned: bool = True           # users may pin a deployment (or set idle_timeout 0)
-    max_idle_timeout: float = 0.0       # most a user may ask for; 0: no cap
-    persist_every: float = 60.0         # most often last_used is written to the shared state
-    drain_grace: float = 3.0            # a retired replica gets no request this long before
-    drain_timeout: float = 600.0        # its cancel; cancelled anyway after drain_timeout
-    startup_timeout: float = 1800.0     # seconds a running job may take to become ready
 
 
 class Policies:
@@ -70,9 +49,6 @@ class Policies:
         self.service, self.router, self.config, self.clock = service, router, config, clock
         self._written: dict[str, float] = {}          # when this server last wrote last_used
         self._retry_at: dict[tuple[str, int], float] = {}   # a resubmission that failed
-        self._on_demand: dict[str, asyncio.Lock] = {}
-        self._submit_failures: dict[str, list[tuple[float, str]]] = {}   # launches refused
-        service.on_failure = self.on_failure
 
     # -- launch options ----------------------------------------------------------------------
 
@@ -152,7 +128,7 @@ class Policies:
     def _renewal_text(self, d: Deployment, now: float) -> Optional[str]:
         parts = []
         for r in d.replicas:
-            successor = _successor(d, r)
+            successor = successor_of(d, r)
             if r.live and r.retire:
                 parts.append(f"replica {r.index} draining ({r.retire})")
             elif r.active and successor is not None:
@@ -173,31 +149,6 @@ class Policies:
             return None
         duration = time_to_minutes(str(time_limit)) * 60.0
         return r.started_at + duration - min(self.config.renew_before, duration / 2)
-
-    # -- the restart decision, taken where the failure is written --------------------------------
-
-    def on_failure(self, d: Deployment, before: Replica, failed: Replica) -> Replica:
-        """A replica that nobody stopped failed: wait and resubmit it, or say why not."""
-        limit = self.config.max_restarts
-        if d.stop_requested or failed.retire or _successor(d, failed) is not None or \
-                _ended_on_purpose(failed) or limit <= 0:
-            return failed
-        if failed.restarts >= limit:
-            return replace(failed, reason=f"{failed.reason} (not restarted: all {limit} "
-                                          "restart(s) used)")
-        if before.ready_at is None and failed.failures and failed.failures[-1] == failed.reason:
-            return replace(failed, reason=f"{failed.reason} (not restarted: the same failure "
-                                          "at start-up twice in a row)")
-        number = failed.restarts + 1
-        delay = min(self.config.restart_backoff * 2 ** (number - 1), MAX_BACKOFF)
-        log.info("deployment %s replica %d: %s; restart %d of %d in %g s", d.id, failed.index,
-                 failed.reason, number, limit, delay)
-        return replace(failed, state=QUEUED, job_id=None, restart_at=self.clock() + delay,
-                       restarts=number, failures=failed.failures + (str(failed.reason),),
-                       reason=f"restart {number} of {limit} in {delay:g} s after: "
-                              f"{failed.reason}",
-                       scheduler_state=None, evidence=None, started_at=None, ready_at=None,
-                       ended_at=None, exit_code=None, estimated_start=None)
 
     # -- each monitor cycle ----------------------------------------------------------------------
 
@@ -261,7 +212,7 @@ class Policies:
         for r in d.replicas:
             if r.state != READY or not r.active:
                 continue
-            successor = _successor(d, r)
+            successor = successor_of(d, r)
             if successor is None:
                 due = self._renew_at(d, r)
                 tried = sum(1 for s in d.replicas if s.replaces == r.index)
@@ -280,7 +231,7 @@ class Policies:
                                            f"time limit: {exc.message}")
             elif successor.state == READY and successor.healthy:
                 await self.service.retire(d.id, [r.index], f"replaced by replica "
-                                                           f"{successor.index} before its time limit")
+                                          f"{successor.index} before its time limit")
 
     async def _drains(self, d: Deployment) -> None:
         """Cancel retired replicas once no request of this server runs on them."""
@@ -355,111 +306,12 @@ class Policies:
                                       "scaled down")
         return self.service.get(deployment_id)
 
-    # -- launch on demand ------------------------------------------------------------------------
-
-    async def before_request(self, model: str) -> None:
-        """Before /osire/v1 routes a request: launch a catalog model nobody runs (if the site
-        allows), and wait for it (up to ``launch_on_demand_wait`` s). Returns when the router can
-        serve the model; raises ``ModelNotReady`` (503, Retry-After) when it cannot yet."""
-        if not self.config.launch_on_demand or self.router.candidates(model) or \
-                model not in self.service.catalog.models:
-            return
-        launched = False
-        if self.service.model_status(model) is None:
-            lock = self._on_demand.setdefault(model, asyncio.Lock())
-            async with lock:   # concurrent requests launch once
-                await self.service.refresh()
-                if self.service.model_status(model) is None and \
-                        not self.router.candidates(model):
-                    self._hold_failing(model)
-                    await self._launch_on_demand(model)
-                    launched = True
-        deadline = self.clock() + self.config.launch_on_demand_wait
-        while not self.router.candidates(model):
-            status = self.service.model_status(model)
-            if status is None or status.state not in (QUEUED, STARTING):
-                return   # failed or gone: the router says so
-            if self.clock() >= deadline:
-                error = not_ready(status)
-                how = "launched on demand just now" if launched else \
-                    "launched on demand; ask again later"
-                raise ModelNotReady(f"{error.message}; {how}", retry_after=error.retry_after,
-                                    **error.extra)
-            await asyncio.sleep(0.25)
-
-    async def _launch_on_demand(self, model: str) -> None:
-        try:
-            d = await self.service.launch(model)
-        except LimitExceeded as exc:
-            raise LimitExceeded(f"model {model!r} is not running and cannot be launched on "
-                                f"demand: {exc.message}", field=exc.field) from exc
-        except OsireError as exc:   # not submitted (sbatch refused it): counts as a failure
-            self._submit_failures.setdefault(model, []).append(
-                (self.clock(), f"not submitted: {exc.message}"))
-            raise
-        self._submit_failures.pop(model, None)
-        log.info("launched %s on demand (deployment %s)", model, d.id)
-
-    def start_failures(self, model: str) -> list[tuple[float, str]]:
-        """(when, why) of the launches of ``model`` that failed at start-up in a row, newest
-        first: deployments that ended without a replica ever ready (the shared state, so every
-        server and a restarted one count them) and this server's submissions that failed."""
-        failed: list[tuple[float, str]] = []
-        for d in sorted((d for d in self.service.all() if d.model == model),
-                        key=lambda d: d.created, reverse=True):
-            if not _failed_at_start(d):
-                break
-            failed.append((d.updated, str(d.reason)))
-        failed += self._submit_failures.get(model, [])
-        return sorted(failed, reverse=True)
-
-    def _hold_failing(self, model: str) -> None:
-        """Raise when launch on demand must not launch ``model`` now: after ``n`` failed
-        start-ups in a row it waits ``restart_backoff * 2**(n-1)`` s (at most 300), and after
-        ``max_restarts + 1`` it launches it no more (until a launch by hand becomes ready)."""
-        failures = self.start_failures(model)
-        if not failures:
-            return
-        (last_at, reason), count, limit = failures[0], len(failures), self.config.max_restarts
-        said = f"model {model!r} failed at start-up {count} time(s) in a row (last: {reason})"
-        if count > limit:
-            raise Conflict(f"{said}; it is not launched on demand again: fix the cause, then "
-                           "launch it by hand (sidebar, %osire launch or POST "
-                           "/osire/api/deployments)", field="model", state="failed",
-                           failures=count)
-        retry_at = last_at + min(self.config.restart_backoff * 2 ** (count - 1), MAX_BACKOFF)
-        wait = retry_at - self.clock()
-        if wait > 0:
-            raise ModelNotReady(f"{said}; launch on demand tries it again in {math.ceil(wait)} "
-                                f"s (try {count + 1} of {limit + 1})",
-                                retry_after=math.ceil(wait), state="failed", failures=count)
-
-
-def _failed_at_start(d: Deployment) -> bool:
-    """Ended without ever serving, and nobody stopped it: failed (or aborted) at start-up,
-    or stopped by its start-up deadline."""
-    if d.live or any(r.ready_at for r in d.replicas):
-        return False
-    return d.state == FAILED or (d.stop_reason or "").startswith(STARTUP_DEADLINE)
-
-
-def _ended_on_purpose(r: Replica) -> bool:
-    """Cancelled (scancel, an administrator) or terminated with SIGTERM from outside: somebody
-    meant it to end, so it is not restarted."""
-    return r.scheduler_state == JobState.CANCELLED.value or r.exit_code == 143 or \
-        "(killed by signal 15)" in (r.reason or "")
-
-
-def _successor(d: Deployment, r: Replica) -> Optional[Replica]:
-    """The live replica renewing ``r``, if any."""
-    return next((s for s in d.replicas if s.replaces == r.index and s.live), None)
-
 
 def _serving(d: Deployment) -> list[Replica]:
     """Replicas that count towards the deployment's size: active ones, a replica being renewed
     counted once (its replacement)."""
     return [r for r in d.replicas if r.active and
-            not (_successor(d, r) is not None and _successor(d, r).active)]  # type: ignore
+            not (successor_of(d, r) is not None and successor_of(d, r).active)]  # type: ignore
 
 
 def _duration(seconds: float) -> str:

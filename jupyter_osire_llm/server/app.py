@@ -1,4 +1,5 @@
-"""The Jupyter server extension: configuration (traitlets), wiring, and the handler list."""
+"""The Jupyter server extension: configuration (traitlets, validated) and the ExtensionApp hooks;
+the services are built by wiring.py."""
 from __future__ import annotations
 
 import logging
@@ -21,21 +22,13 @@ from traitlets import (
     validate,
 )
 
-from .._version import __version__
-from ..batches.service import BatchService
-from ..core.catalog import Catalog, load_catalog
-from ..core.limits import SiteLimits, parse_resources, time_to_minutes
+from ..core.limits import parse_resources, time_to_minutes
 from ..core.private_folder import expand_user
-from ..core.render import ScriptRenderer
-from ..core.store import Store
-from ..deployments.monitor import Monitor
-from ..deployments.policies import Policies, PolicyConfig
-from ..deployments.service import DeploymentService
 from ..errors import ConfigError, RequestError
-from ..proxy.upstream import build_proxy
-from ..schedulers import choose_scheduler
 from .context import OsireContext
 from .handlers import SwitchedOffHandler, default_handlers
+from .settings import OsireSettings
+from .wiring import build_context
 
 LOGGER_NAME = "jupyter_osire_llm"
 
@@ -87,7 +80,8 @@ class OsireLLM(ExtensionApp):
     proxy_idle_timeout = Float(300.0, config=True, help="Seconds a request or stream may wait "
                                "for the next bytes from an engine (not a total limit).")
     proxy_retries = Int(2, config=True, help="Other replicas tried when one refuses to connect.")
-    # Lifecycle policies (policies.py); catalog entries may set idle_timeout and pinned per model.
+    # Lifecycle policies (deployments/policies.py); catalog entries may set idle_timeout and
+    # pinned per model.
     idle_timeout = Float(1800.0, config=True, help="Seconds a deployment may serve no inference "
                          "request before it is stopped (health checks, metrics and the model "
                          "list do not count; a stream counts until its last byte); 0: never.")
@@ -209,58 +203,7 @@ class OsireLLM(ExtensionApp):
             logger.parent = self.log
         if self.config_error is not None:
             return
-        catalog = self._load_catalog()
-        scheduler, why = choose_scheduler(self.scheduler, state_dir=Path(self.job_root).parent /
-                                          "local-scheduler", local_gpus=self.local_gpus,
-                                          command_timeout=self.command_timeout)
-        self.log.info("jupyter-osire-llm %s: scheduler %s (%s)", __version__, scheduler.name, why)
-        local = scheduler.name == "local"
-        service = DeploymentService(
-            catalog=catalog, scheduler=scheduler, store=Store(Path(self.db_path)),
-            renderer=ScriptRenderer(self.templates_dir or None), job_root=Path(self.job_root),
-            limits=SiteLimits(self.allowed_partitions, self.allowed_accounts, self.max_gpus,
-                              self.max_time, self.max_deployments, self.max_replicas,
-                              self.max_total_gpus),
-            advertise_host=self.engine_host or ("127.0.0.1" if local else ""),
-            bind_host="127.0.0.1" if local else "0.0.0.0", keep_finished=self.keep_finished)
-        batches = BatchService(
-            catalog=catalog, limits=service.limits, scheduler=scheduler, store=service.store,
-            renderer=service.renderer, job_root=Path(self.job_root), server_id=service.server_id,
-            changed=service.changed, max_batches=self.max_batches,
-            concurrency=max(1, self.batch_concurrency), max_file_size=self.max_batch_file_size,
-            file_expiry=self.file_expiry_days * 86400)
-        monitor = Monitor(service, scheduler, fast_interval=self.monitor_fast_interval,
-                          slow_interval=self.monitor_slow_interval,
-                          readiness_timeout=self.readiness_timeout,
-                          lease_ttl=self.monitor_lease_ttl)
-        context = OsireContext(version=__version__, scheduler=scheduler, scheduler_reason=why,
-                               catalog=catalog, service=service, monitor=monitor,
-                               batches=batches)
-        monitor.batches = batches
-        self._attach_proxy(context)
-        context.policies = monitor.policies = Policies(service, context.router, PolicyConfig(
-            idle_timeout=self.idle_timeout, launch_on_demand=self.launch_on_demand,
-            launch_on_demand_wait=self.launch_on_demand_wait, max_restarts=self.max_restarts,
-            restart_backoff=self.restart_backoff, renew_before=self.renew_before,
-            allow_pinned=self.allow_pinned, max_idle_timeout=self.max_idle_timeout,
-            startup_timeout=self.startup_timeout))
-        self.settings["osire"] = context
-
-    def _load_catalog(self) -> Catalog:
-        try:
-            catalog = load_catalog(self.catalog)
-        except ConfigError as exc:
-            self.log.error("jupyter-osire-llm: %s", exc.message)
-            return Catalog(problems=[exc.message], source=self.catalog)
-        for problem in catalog.problems:
-            self.log.error("jupyter-osire-llm catalog: %s", problem)
-        self.log.info("jupyter-osire-llm catalog: %d model(s) from %s", len(catalog.models),
-                      catalog.source or "nowhere")
-        return catalog
-
-    def _attach_proxy(self, context: OsireContext) -> None:
-        """Router and upstream client for /osire/v1 (see router.py and proxy.py)."""
-        context.router, context.proxy = build_proxy(self, context.service)
+        self.settings["osire"] = build_context(OsireSettings.read(self), log=self.log)
 
     def initialize_handlers(self) -> None:
         if self.config_error is not None:

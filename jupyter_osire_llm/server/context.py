@@ -1,12 +1,18 @@
-"""The services the extension places in the tornado settings at start-up (``settings["osire"]``)."""
+"""The services the extension places in the tornado settings at start-up (``settings["osire"]``),
+built by ``wiring.build_context``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from ..batches.service import BatchService
 from ..core.catalog import Catalog
 from ..deployments.monitor import Monitor
+from ..deployments.on_demand import OnDemand
+from ..deployments.policies import Policies
+from ..deployments.probes import EngineProbes
 from ..deployments.service import DeploymentService
+from ..proxy.router import Router
+from ..proxy.upstream import UpstreamProxy
 from ..schedulers.base import Scheduler
 
 
@@ -17,8 +23,10 @@ class OsireContext:
     scheduler_reason: str
     catalog: Catalog
     service: DeploymentService
+    batches: BatchService          # offline batch inference
+    router: Router
+    proxy: UpstreamProxy
+    policies: Policies             # lifecycle policies
+    on_demand: OnDemand            # launch on demand
+    probes: EngineProbes           # engine endpoint files and health
     monitor: Monitor
-    router: Any = None                     # router.Router, built after the service
-    proxy: Any = None                      # proxy.UpstreamProxy
-    policies: Any = None                   # policies.Policies (lifecycle policies)
-    batches: Any = None                    # batches.BatchService (offline batch inference)

@@ -21,15 +21,14 @@ from typing import Any, Sequence
 import pytest
 
 from client.recorder import NO_PROXY_VARIABLES, PROXY_VARIABLES, Recorder
-from jupyter_osire_llm.batches.service import BatchService
 from jupyter_osire_llm.core.catalog import load_catalog
 from jupyter_osire_llm.errors import Conflict
-from jupyter_osire_llm.deployments.monitor import Monitor
 from jupyter_osire_llm.schedulers.base import Job, JobInfo, JobRequest, JobState
 from jupyter_osire_llm.schedulers.local import LocalScheduler
 from jupyter_osire_llm.schedulers.slurm.cli import SlurmCLI
 from lifecycle_catalog import FAKE_ENGINE, dirs_with_catalog
-from service_factory import cycles_until, make_service
+from jupyter_osire_llm.server.settings import Timing
+from service_factory import cycles_until, make_context
 
 CHAT = "/v1/chat/completions"
 SQUATTER = Path(__file__).resolve().parent / "squatter.py"
@@ -90,14 +89,12 @@ class Setup:
         paths = dirs_with_catalog(tmp_path, ENGINES, _models(tmp_path))
         catalog = load_catalog(str(paths["catalog"]))
         assert not catalog.problems, catalog.problems
-        self.service = make_service(tmp_path, catalog, scheduler)
-        self.batches = BatchService(
-            catalog=catalog, limits=self.service.limits, scheduler=scheduler,
-            store=self.service.store, renderer=self.service.renderer, job_root=paths["jobs"],
-            server_id=self.service.server_id, changed=self.service.changed, concurrency=2,
-            **{"retry_delay": 0.05, **options})
-        self.monitor = Monitor(self.service, scheduler, fast_interval=0.2, slow_interval=1.0)
-        self.monitor.batches = self.batches
+        context = make_context(tmp_path, catalog, scheduler, job_root=paths["jobs"],
+                               batch_concurrency=2, monitor_fast_interval=0.2,
+                               monitor_slow_interval=1.0,
+                               timing=Timing(batch_retry_delay=0.05, **options))
+        self.service, self.batches, self.monitor = \
+            context.service, context.batches, context.monitor
 
     async def create(self, model: str, count: int = 4) -> Any:
         upload = await self.batches.upload("in.jsonl", "batch", _jsonl(model, count))

@@ -15,18 +15,14 @@ from typing import Any, Sequence
 
 import pytest
 
-from jupyter_osire_llm.batches.service import BatchService
 from jupyter_osire_llm.core.catalog import load_catalog
 from jupyter_osire_llm.errors import (Conflict, LimitExceeded, RequestError, SchedulerTimeout, SchedulerUnavailable,
                                       StoreError, SubmitRejected)
-from jupyter_osire_llm.deployments.monitor import Monitor
 from jupyter_osire_llm.schedulers.base import Job, JobInfo
 from jupyter_osire_llm.schedulers.local import LocalScheduler
 from jupyter_osire_llm.schedulers.slurm.cli import SlurmCLI
-from jupyter_osire_llm.core.limits import SiteLimits
-from jupyter_osire_llm.core.store import Store
 from lifecycle_catalog import write_catalog
-from service_factory import cycles_until, make_service
+from service_factory import cycles_until, make_context
 
 CHAT = "/v1/chat/completions"
 GPU = {"gpus": 1}
@@ -42,19 +38,15 @@ def _jsonl(model: str, count: int, max_tokens: int = 2) -> bytes:
 class Setup:
     """A deployment service, a batch service and a monitor sharing one store and scheduler."""
 
-    def __init__(self, tmp_path: Path, scheduler: Any, store_path: Path | None = None) -> None:
+    def __init__(self, tmp_path: Path, scheduler: Any, store_path: Path | None = None,
+                 **settings: Any) -> None:
         tmp_path.mkdir(parents=True, exist_ok=True)
         catalog = load_catalog(str(write_catalog(tmp_path / "c.yaml", policies=True)))
-        self.service = make_service(tmp_path, catalog, scheduler)
-        if store_path is not None:
-            self.service.store = Store(store_path)
-        self.batches = BatchService(
-            catalog=catalog, limits=self.service.limits, scheduler=scheduler,
-            store=self.service.store, renderer=self.service.renderer,
-            job_root=tmp_path / "jobs", server_id=self.service.server_id,
-            changed=self.service.changed, concurrency=2)
-        self.monitor = Monitor(self.service, scheduler, fast_interval=0.2, slow_interval=1.0)
-        self.monitor.batches = self.batches
+        context = make_context(tmp_path, catalog, scheduler, db_path=store_path,
+                               batch_concurrency=2, monitor_fast_interval=0.2,
+                               monitor_slow_interval=1.0, **settings)
+        self.service, self.batches, self.monitor = \
+            context.service, context.batches, context.monitor
 
     async def create(self, model: str = "fake-chat", count: int = 4, **body: Any) -> Any:
         upload = await self.batches.upload("in.jsonl", "batch", _jsonl(model, count))
@@ -190,8 +182,7 @@ def test_batches_and_deployments_count_against_one_gpu_limit(tmp_path):
     """OsireLLM.max_total_gpus holds whichever way the GPUs are taken: a batch, a launch, a
     resume. Each refusal names the limit and submits nothing."""
     scheduler = LocalScheduler(tmp_path / "local", gpus=2)
-    setup = Setup(tmp_path, scheduler)
-    setup.service.limits = setup.batches.limits = SiteLimits(max_total_gpus=1)
+    setup = Setup(tmp_path, scheduler, max_total_gpus=1)
     jobs = lambda: sorted(p.name for p in (tmp_path / "local").glob("*") if p.is_dir())
 
     async def scenario() -> None:

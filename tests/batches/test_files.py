@@ -15,14 +15,14 @@ from typing import Any, Iterator, Optional
 import httpx
 import pytest
 
-from jupyter_osire_llm.batches.service import BatchService
 from jupyter_osire_llm.core.catalog import load_catalog
 from jupyter_osire_llm.errors import NotFound, RequestError
 from jupyter_osire_llm.deployments.monitor import Monitor
 from jupyter_osire_llm.schedulers.local import LocalScheduler
 from lifecycle_catalog import write_catalog
 from server_process import JupyterServer
-from service_factory import cycles_until, make_service
+from jupyter_osire_llm.server.settings import Timing
+from service_factory import cycles_until, make_context
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.timeout(300)
@@ -205,15 +205,11 @@ class Clock:
 
 def _batch_service(tmp_path: Path, clock: Clock, file_expiry: float) -> tuple[Any, Monitor]:
     catalog = load_catalog(str(write_catalog(tmp_path / "c.yaml", policies=True)))
-    service = make_service(tmp_path, catalog, LocalScheduler(tmp_path / "local"))
-    batches = BatchService(catalog=catalog, limits=service.limits,
-                           scheduler=service.scheduler, store=service.store,
-                           renderer=service.renderer, job_root=tmp_path / "jobs",
-                           server_id=service.server_id, changed=service.changed,
-                           concurrency=2, file_expiry=file_expiry, clock=clock)
-    monitor = Monitor(service, service.scheduler, fast_interval=0.2, slow_interval=1.0)
-    monitor.batches = batches
-    return batches, monitor
+    context = make_context(tmp_path, catalog, LocalScheduler(tmp_path / "local"),
+                           batch_concurrency=2, file_expiry_days=file_expiry / 86400,
+                           monitor_fast_interval=0.2, monitor_slow_interval=1.0,
+                           timing=Timing(clock=clock))
+    return context.batches, context.monitor
 
 
 def _request_line(custom_id: str, model: str = "fake-slow-start") -> bytes:

@@ -12,13 +12,11 @@ import pytest
 
 from jupyter_osire_llm.jobside import batch_runner
 from jupyter_osire_llm.formats.batch_input import check_input, split_lines
-from jupyter_osire_llm.batches.service import BatchService
 from jupyter_osire_llm.core.catalog import load_catalog
 from jupyter_osire_llm.errors import RequestError
-from jupyter_osire_llm.deployments.monitor import Monitor
 from jupyter_osire_llm.schedulers.local import LocalScheduler
 from lifecycle_catalog import write_catalog
-from service_factory import cycles_until, make_service
+from service_factory import cycles_until, make_context
 
 CHAT = "/v1/chat/completions"
 
@@ -73,13 +71,10 @@ def test_a_batch_with_cr_and_u2028_inside_its_lines_runs_every_request(tmp_path)
     """The real runner in a real job (local backend, fake engine): before, it split the first
     line at its CR, and the job failed on a line the check had accepted."""
     catalog = load_catalog(str(write_catalog(tmp_path / "c.yaml", policies=True)))
-    service = make_service(tmp_path, catalog, LocalScheduler(tmp_path / "local"))
-    batches = BatchService(catalog=catalog, limits=service.limits, scheduler=service.scheduler,
-                           store=service.store, renderer=service.renderer,
-                           job_root=tmp_path / "jobs", server_id=service.server_id,
-                           changed=service.changed, concurrency=2)
-    monitor = Monitor(service, service.scheduler, fast_interval=0.2, slow_interval=1.0)
-    monitor.batches = batches
+    context = make_context(tmp_path, catalog, LocalScheduler(tmp_path / "local"),
+                           batch_concurrency=2, monitor_fast_interval=0.2,
+                           monitor_slow_interval=1.0)
+    batches, monitor = context.batches, context.monitor
     data = (_line("a", "one\u2028two", sep="\r") + "\n" + _line("b", "x\x85y") + "\r\n").encode()
 
     async def scenario() -> None:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_osire_llm.deployments.monitor import Monitor
-from jupyter_osire_llm.core.limits import SiteLimits
-from service_factory import make_service, one_model_catalog
+from jupyter_osire_llm.server.settings import Timing
+from service_factory import make_context, make_service, one_model_catalog
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,7 +68,7 @@ async def test_unhealthy_engine_leaves_rotation_and_returns(api, backend, jp_ser
     if backend != "local":
         pytest.skip("backend-independent: the monitor's health checks")
     ctx = jp_serverapp.web_app.settings["osire"]
-    ctx.monitor.health_interval = 0.2
+    ctx.probes.health_interval = 0.2
     d = await api.launch("fake-chat")
     ready = await api.wait(d["id"], {"ready"})
     assert [e.replica for e in ctx.service.ready_endpoints("fake-chat")]
@@ -99,8 +98,9 @@ def test_garbage_endpoint_file_is_ignored_not_fatal(tmp_path, caplog):
         "bash -c 'sleep 0.5; echo \"{not json\" > endpoint.json; sleep 30'", name="odd")
 
     async def scenario() -> None:
-        service = make_service(tmp_path, catalog, advertise_host="127.0.0.1")
-        monitor = Monitor(service, service.scheduler, health_timeout=0.5)
+        context = make_context(tmp_path, catalog, engine_host="127.0.0.1",
+                               timing=Timing(health_timeout=0.5))
+        service, monitor = context.service, context.monitor
         d = await service.launch("odd")
         try:
             for _ in range(30):
@@ -126,12 +126,12 @@ def test_only_the_newest_finished_deployments_are_kept(tmp_path):
     catalog = one_model_catalog("true")
 
     def make():
-        return make_service(tmp_path, catalog, limits=SiteLimits(max_deployments=10),
-                            keep_finished=2)
+        return make_context(tmp_path, catalog, max_deployments=10, keep_finished=2,
+                            monitor_fast_interval=0.05)
 
     async def scenario() -> list[str]:
-        service = make()
-        monitor = Monitor(service, service.scheduler, fast_interval=0.05)
+        context = make()
+        service, monitor = context.service, context.monitor
         ids = []
         for _ in range(4):
             d = await service.launch("m")
@@ -146,7 +146,7 @@ def test_only_the_newest_finished_deployments_are_kept(tmp_path):
         return ids
 
     ids = asyncio.run(scenario())
-    kept = [d.id for d in make().all()]
+    kept = [d.id for d in make().service.all()]
     assert kept == ids[2:]
     assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == sorted(ids[2:])
 

@@ -13,11 +13,10 @@ from typing import Sequence
 import pytest
 
 from jupyter_osire_llm.errors import ConfigError, StoreError
-from jupyter_osire_llm.deployments.monitor import Monitor
 from jupyter_osire_llm.schedulers.base import Job, JobInfo, JobRequest, Scheduler
 from jupyter_osire_llm.schedulers.local import LocalScheduler
 from jupyter_osire_llm.core.store import Store
-from service_factory import make_service, one_model_catalog
+from service_factory import make_context, make_service, one_model_catalog
 
 
 @pytest.fixture
@@ -65,8 +64,7 @@ def test_full_job_root_keeps_nothing_and_submits_nothing(tmp_path, small_disk):
 
 def test_full_state_disk_refuses_the_launch_before_any_job(tmp_path, small_disk):
     scheduler = LocalScheduler(tmp_path / "local")
-    service = make_service(tmp_path, sleeper(), scheduler)
-    service.store = Store(small_disk / "state.sqlite")
+    service = make_service(tmp_path, sleeper(), scheduler, db_path=small_disk / "state.sqlite")
     fill(small_disk)
     with pytest.raises(StoreError) as err:
         asyncio.run(service.launch("m"))
@@ -98,8 +96,7 @@ class FillsTheDiskOnSubmit(Scheduler):
 
 def test_disk_full_after_submission_cancels_the_job_and_recovers(tmp_path, small_disk):
     scheduler = FillsTheDiskOnSubmit(tmp_path / "local", small_disk)
-    service = make_service(tmp_path, sleeper(), scheduler)
-    service.store = Store(small_disk / "state.sqlite")
+    service = make_service(tmp_path, sleeper(), scheduler, db_path=small_disk / "state.sqlite")
     with pytest.raises(StoreError):
         asyncio.run(service.launch("m"))
     (job,) = scheduler.jobs
@@ -113,12 +110,9 @@ def test_disk_full_after_submission_cancels_the_job_and_recovers(tmp_path, small
     asyncio.run(wait_ended())
 
     (small_disk / "filler").unlink()          # space again: the next server start reconciles
-    again = make_service(tmp_path, sleeper(), scheduler.real)
-    again.store = Store(small_disk / "state.sqlite")
-    again._deployments.clear()
-    for d in again.store.load_all():
-        again._adopt(d)
-    monitor = Monitor(again, scheduler.real)
+    context = make_context(tmp_path, sleeper(), scheduler.real,
+                           db_path=small_disk / "state.sqlite")
+    again, monitor = context.service, context.monitor
 
     async def reconcile() -> None:
         for _ in range(3):

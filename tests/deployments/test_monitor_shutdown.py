@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from jupyter_osire_llm.deployments.monitor import Monitor
-from service_factory import make_service, one_model_catalog
+from jupyter_osire_llm.server.settings import Timing
+from service_factory import make_context, one_model_catalog
 
 
 def test_stop_while_a_change_is_signalled_ends_the_loop(tmp_path):
-    service = make_service(tmp_path, one_model_catalog("true"))
-
     async def scenario() -> None:
         for _ in range(20):
-            monitor = Monitor(service, service.scheduler, tick=5.0)
+            context = make_context(tmp_path, one_model_catalog("true"),
+                                   timing=Timing(monitor_tick=5.0))
+            service, monitor = context.service, context.monitor
             monitor.start()
             await asyncio.sleep(0.05)          # the loop waits for a tick or a change
             service.changed.set()              # a stop() of a deployment, say...

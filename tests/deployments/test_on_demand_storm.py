@@ -20,13 +20,13 @@ import openai
 import pytest
 
 from jupyter_osire_llm.errors import Conflict, ModelNotReady
-from jupyter_osire_llm.deployments.policies import Policies, PolicyConfig
-from jupyter_osire_llm.proxy.router import Router
+from jupyter_osire_llm.deployments.on_demand import OnDemand
+from jupyter_osire_llm.server.settings import Timing
 from jupyter_osire_llm.deployments.states import FAILED, READY, STOPPED, Deployment, Replica
 from jupyter_osire_llm.core.store import Store
 from lifecycle_catalog import write_catalog
 from server_process import JupyterServer
-from service_factory import make_service, one_model_catalog
+from service_factory import make_context, one_model_catalog
 
 
 @pytest.fixture(scope="module")
@@ -132,21 +132,19 @@ def failed(i: int, at: float, reason: str = "job failed at start-up (exit code 3
                       replicas=(replica,), state=FAILED, reason=reason, **extra)
 
 
-def policies_over(tmp_path, records: list[Deployment], clock: Clock) -> Policies:
+def on_demand_over(tmp_path, records: list[Deployment], clock: Clock) -> OnDemand:
     store = Store(tmp_path / "s.sqlite")
     for d in records:
         assert store.save(d)
     store.close()
-    service = make_service(tmp_path, one_model_catalog("true"), clock=clock)
-    return Policies(service, Router(service, clock=clock),
-                    PolicyConfig(launch_on_demand=True, max_restarts=2, restart_backoff=10),
-                    clock=clock)
+    return make_context(tmp_path, one_model_catalog("true"), launch_on_demand=True,
+                        max_restarts=2, restart_backoff=10, timing=Timing(clock=clock)).on_demand
 
 
 def test_failed_start_ups_wait_their_backoff_then_stop_launches(tmp_path):
     clock = Clock()
     now = clock.now
-    policies = policies_over(tmp_path, [failed(1, now - 100), failed(2, now - 4)], clock)
+    policies = on_demand_over(tmp_path, [failed(1, now - 100), failed(2, now - 4)], clock)
     with pytest.raises(ModelNotReady) as info:     # two failures: 10 x 2 s after the last
         policies._hold_failing("m")
     assert info.value.retry_after == 16
@@ -156,7 +154,7 @@ def test_failed_start_ups_wait_their_backoff_then_stop_launches(tmp_path):
     clock.now += 16
     policies._hold_failing("m")                    # its time has come: it may be launched
 
-    policies = policies_over(tmp_path / "b", [failed(1, now - 900), failed(2, now - 800),
+    policies = on_demand_over(tmp_path / "b", [failed(1, now - 900), failed(2, now - 800),
                                               failed(3, now - 700)], clock)
     with pytest.raises(Conflict) as refused:       # max_restarts 2: three in a row, no more
         policies._hold_failing("m")
@@ -173,14 +171,14 @@ def test_a_start_up_that_served_or_a_stop_by_the_user_breaks_the_row(tmp_path):
                       stop_reason="stopped by user")
     records = [failed(1, now - 60), served, failed(4, now - 30), failed(5, now - 20),
                failed(6, now - 10, abort_reason="submission failed")]
-    policies = policies_over(tmp_path, records, clock)
+    policies = on_demand_over(tmp_path, records, clock)
     assert [why for _, why in policies.start_failures("m")] == \
         ["job failed at start-up (exit code 3)"] * 3
     with pytest.raises(Conflict):
         policies._hold_failing("m")
-    policies = policies_over(tmp_path / "b", [failed(1, now - 60), stopped], clock)
+    policies = on_demand_over(tmp_path / "b", [failed(1, now - 60), stopped], clock)
     assert policies.start_failures("m") == []      # the user stopped the newest: no row
     ready = replace(failed(7, now), state=READY, replicas=(
         Replica(0, "/f", job_id="7", state=READY, ready_at=now),))
-    policies = policies_over(tmp_path / "c", [failed(1, now - 60), ready], clock)
+    policies = on_demand_over(tmp_path / "c", [failed(1, now - 60), ready], clock)
     assert policies.start_failures("m") == []

@@ -9,13 +9,12 @@ import pytest
 from jupyter_osire_llm.core.catalog import parse_catalog
 from jupyter_osire_llm.proxy.endpoints import Endpoint
 from jupyter_osire_llm.errors import LimitExceeded, RequestError
-from jupyter_osire_llm.deployments.policies import Policies, PolicyConfig
-from jupyter_osire_llm.proxy.router import Router
 from jupyter_osire_llm.schedulers.base import JobInfo, JobState
 from jupyter_osire_llm.deployments.states import (FAILED, QUEUED, READY, STARTING, Deployment, Replica,
                                       apply_job_info, deployment_state)
 from jupyter_osire_llm.core.store import _from_doc
-from service_factory import make_service, one_model_catalog
+from jupyter_osire_llm.server.settings import Timing
+from service_factory import make_context, one_model_catalog
 
 
 class Clock:
@@ -29,10 +28,12 @@ class Clock:
 @pytest.fixture
 def policies(tmp_path):
     clock = Clock()
-    service = make_service(tmp_path, one_model_catalog("true"), clock=clock)
-    router = Router(service, clock=clock)
-    return Policies(service, router, PolicyConfig(max_restarts=2, restart_backoff=10,
-                                                  idle_timeout=60), clock=clock)
+    return make_context(tmp_path, one_model_catalog("true"), max_restarts=2, restart_backoff=10,
+                        idle_timeout=60, timing=Timing(clock=clock)).policies
+
+
+def policies_with(tmp_path, **settings):
+    return make_context(tmp_path, one_model_catalog("true"), **settings).policies
 
 
 def deployment(*replicas: Replica, **extra) -> Deployment:
@@ -47,7 +48,7 @@ def crashed(replica: Replica) -> Replica:
 
 def test_a_crash_waits_then_restarts_with_the_reason(policies):
     before = Replica(0, "/f", job_id="7", state=READY, ready_at=1.0, started_at=1.0)
-    after = policies.on_failure(deployment(before), before, crashed(before))
+    after = policies.service.on_failure(deployment(before), before, crashed(before))
     assert after.state == QUEUED and after.job_id is None and after.restarts == 1
     assert after.restart_at == policies.clock() + 10 and after.waiting_restart
     assert after.failures == ("engine crashed (killed by signal 9)",)
@@ -57,21 +58,21 @@ def test_a_crash_waits_then_restarts_with_the_reason(policies):
     assert deployment_state([after], False) == (QUEUED, after.reason)
 
     again = replace(after, job_id="8", state=READY, ready_at=2.0, restart_at=None)
-    second = policies.on_failure(deployment(again), again, crashed(again))
+    second = policies.service.on_failure(deployment(again), again, crashed(again))
     assert second.restarts == 2 and second.reason.startswith("restart 2 of 2 in 20 s")
     third = replace(second, job_id="9", state=READY, ready_at=3.0, restart_at=None)
-    final = policies.on_failure(deployment(third), third, crashed(third))
+    final = policies.service.on_failure(deployment(third), third, crashed(third))
     assert final.state == FAILED and "all 2 restart(s) used" in final.reason
 
 
 def test_the_same_start_up_failure_twice_is_not_retried(policies):
     first = Replica(0, "/f", job_id="7", state=STARTING)
     info = JobInfo("7", JobState.FAILED, exit_code=3)
-    waiting = policies.on_failure(deployment(first), first,
+    waiting = policies.service.on_failure(deployment(first), first,
                                   apply_job_info(first, info, stop_requested=False))
     assert waiting.state == QUEUED
     resubmitted = replace(waiting, job_id="8", state=STARTING, restart_at=None)
-    failed = policies.on_failure(deployment(resubmitted), resubmitted,
+    failed = policies.service.on_failure(deployment(resubmitted), resubmitted,
                                  apply_job_info(resubmitted, replace(info, job_id="8"),
                                                 stop_requested=False))
     assert failed.state == FAILED and "same failure at start-up" in failed.reason
@@ -79,11 +80,11 @@ def test_the_same_start_up_failure_twice_is_not_retried(policies):
 
 def test_no_restart_when_stopped_cancelled_outside_or_renewed(policies):
     r = Replica(0, "/f", job_id="7", state=READY, ready_at=1.0)
-    assert policies.on_failure(deployment(r, stop_requested=True), r, crashed(r)).state == FAILED
+    assert policies.service.on_failure(deployment(r, stop_requested=True), r, crashed(r)).state == FAILED
     cancelled = apply_job_info(r, JobInfo("7", JobState.CANCELLED), stop_requested=False)
-    assert policies.on_failure(deployment(r), r, cancelled).state == FAILED
+    assert policies.service.on_failure(deployment(r), r, cancelled).state == FAILED
     successor = Replica(1, "/g", job_id="8", replaces=0)
-    assert policies.on_failure(deployment(r, successor), r, crashed(r)).state == FAILED
+    assert policies.service.on_failure(deployment(r, successor), r, crashed(r)).state == FAILED
 
 
 def test_a_retired_replica_ends_stopped_with_its_reason():
@@ -103,15 +104,14 @@ def test_old_rows_load_with_policy_defaults():
     assert d.replicas[0].failures == ()
 
 
-def test_launch_options(policies):
+def test_launch_options(policies, tmp_path):
     assert policies.launch_options({"idle_timeout": 90, "pinned": True}) == \
         {"idle_timeout": 90.0, "pinned": True}
     for bad in ({"idle_timeout": -1}, {"idle_timeout": "5"}, {"pinned": "yes"}):
         with pytest.raises(RequestError) as info:
             policies.launch_options(bad)
         assert info.value.field in bad
-    strict = Policies(policies.service, policies.router,
-                      PolicyConfig(allow_pinned=False, max_idle_timeout=600))
+    strict = policies_with(tmp_path / "strict", allow_pinned=False, max_idle_timeout=600)
     for refused in ({"pinned": True}, {"idle_timeout": 0}, {"idle_timeout": 601}):
         with pytest.raises(LimitExceeded):
             strict.launch_options(refused)
@@ -154,27 +154,25 @@ def test_activity_counts_until_the_end_and_idle_since(policies):
     assert policies.view(d, clock.now)["idle_stop_in"] == 40
 
 
-def test_renewal_is_due_before_the_limit_but_never_at_once(policies):
+def test_renewal_is_due_before_the_limit_but_never_at_once(policies, tmp_path):
     r = Replica(0, "/f", job_id="7", state=READY, started_at=1000.0)
     d = deployment(r)                                  # time "2": 120 s
     assert policies._renew_at(d, r) == 1000.0 + 120 - 60   # renew_before 600 capped at half
-    short = Policies(policies.service, policies.router, PolicyConfig(renew_before=30))
+    short = policies_with(tmp_path / "short", renew_before=30)
     assert short._renew_at(d, r) == 1000.0 + 90
-    assert Policies(policies.service, policies.router,
-                    PolicyConfig(renew_before=0))._renew_at(d, r) is None
+    assert policies_with(tmp_path / "none", renew_before=0)._renew_at(d, r) is None
 
 
 def test_on_demand_and_scale_up_say_which_limit_stops_them(tmp_path):
     import asyncio
-    from jupyter_osire_llm.core.limits import SiteLimits
     catalog = parse_catalog({
         "engines": {"e": {"command": "bash -c 'sleep 60'", "kind": "openai", "guard": False,
                           "key_env": "VLLM_API_KEY", "insecure": True}},
         "models": [{"name": "g", "model": "/g", "engine": "e", "resources": {"gpus": 1}}]})
     from jupyter_osire_llm.schedulers.local import LocalScheduler
-    service = make_service(tmp_path, catalog, LocalScheduler(tmp_path / "local", gpus=2),
-                           limits=SiteLimits(max_total_gpus=1, max_deployments=1))
-    policies = Policies(service, Router(service), PolicyConfig(launch_on_demand=True))
+    context = make_context(tmp_path, catalog, LocalScheduler(tmp_path / "local", gpus=2),
+                           max_total_gpus=1, max_deployments=1, launch_on_demand=True)
+    service, policies = context.service, context.policies
 
     async def scenario() -> None:
         d = await service.launch("g")
@@ -185,12 +183,11 @@ def test_on_demand_and_scale_up_say_which_limit_stops_them(tmp_path):
                 info.value.message
             assert len(service.get(d.id).replicas) == 1          # nothing added or submitted
             await service.stop(d.id)
-            service2 = make_service(tmp_path / "other", catalog,
-                                    limits=SiteLimits(max_deployments=0))
-            on_demand = Policies(service2, Router(service2),
-                                 PolicyConfig(launch_on_demand=True))
+            other = make_context(tmp_path / "other", catalog, max_deployments=0,
+                                 launch_on_demand=True)
+            service2 = other.service
             with pytest.raises(LimitExceeded) as info:
-                await on_demand.before_request("g")
+                await other.on_demand.before_request("g")
             assert "cannot be launched on demand" in info.value.message
             assert service2.all() == []
         finally:

@@ -9,10 +9,10 @@ from typing import Sequence
 import pytest
 
 from jupyter_osire_llm.errors import SchedulerUnavailable
-from jupyter_osire_llm.deployments.monitor import Monitor
+from jupyter_osire_llm.server.settings import Timing
 from jupyter_osire_llm.schedulers.base import Job, JobInfo, JobRequest, JobState, Scheduler
 from jupyter_osire_llm.schedulers.local import LocalScheduler
-from service_factory import cycles_until, make_service, one_model_catalog
+from service_factory import cycles_until, make_context, one_model_catalog
 
 
 class FaultyScheduler(Scheduler):
@@ -64,8 +64,8 @@ def test_failed_submit_and_failed_cancel_leave_the_first_replica_stopping(tmp_pa
     scheduler = FaultyScheduler(tmp_path / "local")
     scheduler.fail_submit_at = {1}
     scheduler.fail_cancels = 1
-    service = make_service(tmp_path, sleeper(), scheduler)
-    monitor = Monitor(service, scheduler, fast_interval=0.1)
+    context = make_context(tmp_path, sleeper(), scheduler, monitor_fast_interval=0.1)
+    service, monitor = context.service, context.monitor
 
     async def scenario() -> None:
         with pytest.raises(SchedulerUnavailable):
@@ -85,8 +85,8 @@ def test_failed_submit_and_failed_cancel_leave_the_first_replica_stopping(tmp_pa
 
 def test_a_stop_whose_cancel_fails_is_retried_until_the_job_ends(tmp_path):
     scheduler = FaultyScheduler(tmp_path / "local")
-    service = make_service(tmp_path, sleeper(), scheduler)
-    monitor = Monitor(service, scheduler, fast_interval=0.1)
+    context = make_context(tmp_path, sleeper(), scheduler, monitor_fast_interval=0.1)
+    service, monitor = context.service, context.monitor
 
     async def scenario() -> None:
         d = await service.launch("m")
@@ -107,8 +107,9 @@ def test_a_stop_whose_cancel_fails_is_retried_until_the_job_ends(tmp_path):
 def test_one_vanished_verdict_is_not_believed(tmp_path):
     clock = Clock()
     scheduler = FaultyScheduler(tmp_path / "local")
-    service = make_service(tmp_path, sleeper(), scheduler, clock=clock, lost_grace=60)
-    monitor = Monitor(service, scheduler, fast_interval=0.1)
+    context = make_context(tmp_path, sleeper(), scheduler, monitor_fast_interval=0.1,
+                           timing=Timing(clock=clock, lost_grace=60))
+    service, monitor = context.service, context.monitor
 
     async def scenario() -> None:
         d = await service.launch("m")

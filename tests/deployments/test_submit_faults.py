@@ -13,16 +13,20 @@ import pytest
 from jupyter_osire_llm.core.catalog import load_catalog
 from jupyter_osire_llm.deployments.service import DeploymentService
 from jupyter_osire_llm.errors import SchedulerTimeout, SchedulerUnavailable
-from jupyter_osire_llm.deployments.monitor import Monitor
+from jupyter_osire_llm.server.context import OsireContext
 from jupyter_osire_llm.schedulers.slurm.cli import SlurmCLI
 from jupyter_osire_llm.core.store import Store
 from lifecycle_catalog import write_catalog
-from service_factory import make_service
+from service_factory import make_context
+
+
+def context(tmp_path: Path, timeout: float) -> OsireContext:
+    return make_context(tmp_path, load_catalog(str(write_catalog(tmp_path / "c.yaml"))),
+                        SlurmCLI(command_timeout=timeout))
 
 
 def service(tmp_path: Path, timeout: float) -> DeploymentService:
-    return make_service(tmp_path, load_catalog(str(write_catalog(tmp_path / "c.yaml"))),
-                        SlurmCLI(command_timeout=timeout))
+    return context(tmp_path, timeout).service
 
 
 def live_jobs_under(folder: Path) -> list[str]:
@@ -99,8 +103,8 @@ def test_restart_after_an_unrecorded_submission_cancels_the_job(slurm_cluster, t
     Store(tmp_path / "s.sqlite").save(Deployment(
         id="cafe0001", model="fake-chat", created=1.0, resources={},
         replicas=(Replica(index=0, folder=str(job_dir)),)))
-    svc = service(tmp_path, timeout=15)
-    monitor = Monitor(svc, svc.scheduler)
+    built = context(tmp_path, timeout=15)
+    svc, monitor = built.service, built.monitor
 
     async def two_cycles() -> None:   # the first finds it, the second cancels by name
         for _ in range(2):

@@ -15,12 +15,12 @@ import pytest
 from engine_tools import fake_engine_command, free_port, start_process, stop_process_group
 from jupyter_osire_llm.proxy.endpoints import Endpoint, EngineEndpoint
 from jupyter_osire_llm.errors import UpstreamError
-from jupyter_osire_llm.deployments.monitor import Monitor
 from jupyter_osire_llm.proxy.upstream import ProxyConfig, UpstreamProxy
 from jupyter_osire_llm.proxy.router import Router
 from jupyter_osire_llm.schedulers.base import JobInfo, JobState
 from proxy_support import FakeSource
-from service_factory import cycles_until, make_service, one_model_catalog
+from jupyter_osire_llm.server.settings import Timing
+from service_factory import cycles_until, make_context, one_model_catalog
 
 KEY = "engine-key-that-must-never-show-7d1f"
 PROMPT = "a-prompt-that-must-never-show-92ac"
@@ -176,14 +176,15 @@ def test_an_impostor_on_the_port_gets_no_request_and_no_key(tls_engine, tmp_path
 
 def never_listening_engine(tmp_path: Path):
     """A job whose engine never binds its port: whatever answers there is someone else."""
-    return make_service(tmp_path, one_model_catalog("bash -c 'sleep 300' engine", **TLS_FLAGS),
-                        advertise_host="127.0.0.1")
+    return make_context(tmp_path, one_model_catalog("bash -c 'sleep 300' engine", **TLS_FLAGS),
+                        engine_host="127.0.0.1", monitor_fast_interval=0.1,
+                        timing=Timing(health_timeout=1))
 
 
 @pytest.mark.parametrize("impostor", ["plain", "own-certificate"])
 def test_an_impostor_never_makes_a_replica_ready(tmp_path, impostor):
-    service = never_listening_engine(tmp_path)
-    monitor = Monitor(service, service.scheduler, fast_interval=0.1, health_timeout=1)
+    context = never_listening_engine(tmp_path)
+    service, monitor = context.service, context.monitor
 
     async def scenario() -> bytes:
         d = await service.launch("m")
@@ -217,8 +218,8 @@ def test_an_impostor_never_makes_a_replica_ready(tmp_path, impostor):
 def test_a_stale_endpoint_file_never_makes_a_replica_ready(tls_engine, tmp_path):
     """An endpoint file of another job, or of a run that ended, pointing at a healthy engine
     with a valid certificate: ignored."""
-    service = never_listening_engine(tmp_path)
-    monitor = Monitor(service, service.scheduler, fast_interval=0.1, health_timeout=1)
+    context = never_listening_engine(tmp_path)
+    service, monitor = context.service, context.monitor
 
     async def scenario() -> None:
         d = await service.launch("m")
@@ -239,7 +240,7 @@ def test_a_stale_endpoint_file_never_makes_a_replica_ready(tls_engine, tmp_path)
 
 
 def test_a_requeued_replica_forgets_its_run_and_ignores_its_old_endpoint(tmp_path):
-    service = never_listening_engine(tmp_path)
+    service = never_listening_engine(tmp_path).service
 
     async def scenario() -> None:
         d = await service.launch("m")
@@ -265,7 +266,7 @@ def test_a_requeued_replica_forgets_its_run_and_ignores_its_old_endpoint(tmp_pat
 
 
 def test_each_replica_has_its_own_key(tmp_path):
-    service = never_listening_engine(tmp_path)
+    service = never_listening_engine(tmp_path).service
 
     async def scenario() -> list[str]:
         d = await service.launch("m", replicas=2)

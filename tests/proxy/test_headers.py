@@ -14,7 +14,8 @@ from engine_tools import fake_engine_command, free_port, start_process, stop_pro
     wait_healthy
 from jupyter_osire_llm.proxy.endpoints import Endpoint
 from jupyter_osire_llm.errors import UpstreamTimeout
-from jupyter_osire_llm.proxy.upstream import request_headers, response_headers, translate, with_key
+from jupyter_osire_llm.proxy.headers import request_headers, response_headers, with_key
+from jupyter_osire_llm.proxy.upstream import translate
 from proxy_support import FAKE_KEY, FakeSource
 
 # Headers an engine must never set on the Jupyter origin (every value carries "evil").

@@ -3,6 +3,7 @@ import pytest
 from traitlets import TraitError
 
 from jupyter_osire_llm.server.app import OsireLLM
+from jupyter_osire_llm.server.wiring import read_catalog
 
 
 @pytest.mark.parametrize("trait, value, fragment", [
@@ -24,7 +25,7 @@ def test_good_traits():
 
 def test_missing_catalog_file_leaves_an_empty_catalog_with_the_reason(tmp_path):
     app = OsireLLM(catalog=str(tmp_path / "nope.yaml"))
-    catalog = app._load_catalog()
+    catalog = read_catalog(app.catalog, app.log)
     assert catalog.models == {} and "cannot read" in catalog.problems[0]
 
 

@@ -16,7 +16,8 @@ from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from ...errors import MethodNotAllowed, OsireError, RequestError, RequestTooLarge, UpstreamError
-from ...proxy.upstream import ENGINE_CSP, UpstreamResponse, upstream_query
+from ...proxy.headers import ENGINE_CSP, upstream_query
+from ...proxy.upstream import UpstreamResponse
 from .base import OsireHandler
 
 Opener = Callable[[], AsyncContextManager[UpstreamResponse]]
@@ -134,7 +135,7 @@ class OpenAIHandler(_RelayHandler):
                                "Content-Type: application/json) or the query",
                                field="model")
         if self.osire.policies is not None:   # launch on demand, if the site allows it
-            await self.osire.policies.before_request(model)
+            await self.osire.on_demand.before_request(model)
         await self.relay(lambda: self.osire.proxy.for_model(
             model, payload, body, self.request.method, upstream_path, self.request.headers))
 
