@@ -60,7 +60,7 @@ class Setup:
 
 def _nothing_kept(setup: Setup, tmp_path: Path) -> None:
     assert setup.batches.all() == []
-    assert setup.service.store.load_docs("batches") == []
+    assert setup.service.store.load("batches") == []
     batches = tmp_path / "jobs" / "batches"
     assert not batches.exists() or not any(batches.iterdir())
 
@@ -139,7 +139,7 @@ def test_a_job_whose_record_cannot_be_written_is_cancelled(tmp_path):
     def submit(request: Any) -> Job:
         job = real_submit(request)
         submitted.append(job.id)
-        setup.service.store.save_doc = _full_disk  # type: ignore[method-assign]
+        setup.service.store.save = _full_disk  # type: ignore[method-assign]
         return job
     scheduler.submit = submit  # type: ignore[method-assign]
     with pytest.raises(StoreError):
@@ -159,7 +159,7 @@ def test_a_full_disk_on_upload_is_a_clear_error_and_leaves_no_file(tmp_path):
     with pytest.raises(StoreError) as err:
         asyncio.run(setup.batches.upload("in.jsonl", "batch", b"{}\n"))
     assert "cannot store the upload" in err.value.message
-    assert setup.service.store.load_docs("files") == []
+    assert setup.service.store.load("files") == []
 
 
 def test_too_many_batches_are_refused_before_submitting(tmp_path):
@@ -318,7 +318,7 @@ def test_a_delete_never_removes_a_batch_another_server_has_resumed(tmp_path):
         assert (await second.batches.delete(batch.id))["deleted"]
         assert not Path(batch.folder).exists()
         await first.batches.refresh()
-        assert first.batches.all() == [] and first.service.store.load_docs("batches") == []
+        assert first.batches.all() == [] and first.service.store.load("batches") == []
         await first.monitor.stop()
         await second.monitor.stop()
     asyncio.run(scenario())

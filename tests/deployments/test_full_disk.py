@@ -57,7 +57,7 @@ def test_full_job_root_keeps_nothing_and_submits_nothing(tmp_path, small_disk):
     with pytest.raises(ConfigError) as err:
         asyncio.run(service.launch("m"))
     assert "No space left" in err.value.message and "job_root" in err.value.message
-    assert service.all() == [] and list(Store(tmp_path / "s.sqlite").load_all()) == []
+    assert service.all() == [] and Store(tmp_path / "s.sqlite").load("deployments") == []
     assert list((small_disk / "jobs").iterdir()) == []
     assert not list((tmp_path / "local").glob("**/state.json"))   # no job was handed on
 

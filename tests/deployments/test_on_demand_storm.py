@@ -135,7 +135,7 @@ def failed(i: int, at: float, reason: str = "job failed at start-up (exit code 3
 def on_demand_over(tmp_path, records: list[Deployment], clock: Clock) -> OnDemand:
     store = Store(tmp_path / "s.sqlite")
     for d in records:
-        assert store.save(d)
+        assert store.insert("deployments", d.id, d.created, d.to_doc())
     store.close()
     return make_context(tmp_path, one_model_catalog("true"), launch_on_demand=True,
                         max_restarts=2, restart_backoff=10, timing=Timing(clock=clock)).on_demand

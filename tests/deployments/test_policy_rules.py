@@ -12,7 +12,6 @@ from jupyter_osire_llm.errors import LimitExceeded, RequestError
 from jupyter_osire_llm.schedulers.base import JobInfo, JobState
 from jupyter_osire_llm.deployments.states import (FAILED, QUEUED, READY, STARTING, Deployment, Replica,
                                       apply_job_info, deployment_state)
-from jupyter_osire_llm.core.store import _from_doc
 from jupyter_osire_llm.server.settings import Timing
 from service_factory import make_context, one_model_catalog
 
@@ -99,7 +98,7 @@ def test_a_retired_replica_ends_stopped_with_its_reason():
 def test_old_rows_load_with_policy_defaults():
     doc = {"id": "d", "model": "m", "created": 1.0, "resources": {}, "state": "ready",
            "replicas": [{"index": 0, "folder": "/f", "state": "ready"}]}
-    d = _from_doc(doc)
+    d = Deployment.from_doc(doc, 0)
     assert d.pinned is False and d.idle_timeout is None and d.replicas[0].restarts == 0
     assert d.replicas[0].failures == ()
 

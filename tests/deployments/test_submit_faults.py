@@ -49,7 +49,7 @@ def test_sbatch_timeout_leaves_no_orphan_and_no_deployment(slurm_cluster, tmp_pa
     svc = service(tmp_path, timeout=1.5)
     with pytest.raises(SchedulerTimeout):
         asyncio.run(svc.launch("fake-chat"))
-    assert svc.all() == [] and list(Store(tmp_path / "s.sqlite").load_all()) == []
+    assert svc.all() == [] and Store(tmp_path / "s.sqlite").load("deployments") == []
     assert live_jobs_under(tmp_path) == []
 
 
@@ -100,9 +100,10 @@ def test_restart_after_an_unrecorded_submission_cancels_the_job(slurm_cluster, t
     job_dir.mkdir(parents=True)
     subprocess.run(["sbatch", "--parsable", "--job-name=osire-cafe0001-r0", f"--chdir={job_dir}",
                     "--output=/dev/null", "--wrap=sleep 300"], check=True, capture_output=True)
-    Store(tmp_path / "s.sqlite").save(Deployment(
-        id="cafe0001", model="fake-chat", created=1.0, resources={},
-        replicas=(Replica(index=0, folder=str(job_dir)),)))
+    cut_off = Deployment(id="cafe0001", model="fake-chat", created=1.0, resources={},
+                         replicas=(Replica(index=0, folder=str(job_dir)),))
+    Store(tmp_path / "s.sqlite").insert("deployments", cut_off.id, cut_off.created,
+                                        cut_off.to_doc())
     built = context(tmp_path, timeout=15)
     svc, monitor = built.service, built.monitor
 
