@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -247,3 +248,26 @@ def _kill_job(server: JupyterServer, job_id: str, folder: Path) -> None:
         subprocess.run(["scancel", "--signal=KILL", "--full", job_id], check=True)
         return
     os.killpg(read_state(folder)["job_pgid"], signal.SIGKILL)
+
+
+def test_a_resume_body_and_the_cli_flag_are_checked(server, tmp_path):
+    """``{"retry_failed": false}`` (REST) and ``--no-retry-failed`` (CLI) leave failed requests
+    failed; a wrong value or an unknown field is refused by name and nothing is submitted."""
+    client = _sdk(server)
+    upload = _upload(client, tmp_path, _lines("fake-chat", 2))
+    batch = _wait(client, client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT,
+                                                completion_window="24h").id, _ended)
+    assert batch.status == "completed" and batch.request_counts.failed == 0, batch
+    resume = f"osire/v1/batches/{batch.id}/resume"
+    for body, param in (({"retry_failed": "no"}, "retry_failed"), ({"retry": False}, "retry")):
+        status, answer = server.request("POST", resume, body)
+        assert status == 400 and answer["error"]["param"] == param, answer
+    status, answer = server.request("POST", resume, {"retry_failed": False})
+    assert status == 409 and "not to be retried" in answer["error"]["message"], answer
+    cli = subprocess.run([sys.executable, "-m", "jupyter_osire_llm.cli", "batch", batch.id,
+                          "--resume", "--no-retry-failed", "--no-wait"], capture_output=True,
+                         text=True, timeout=120,
+                         env={**os.environ, "OSIRE_URL": server.url, "OSIRE_TOKEN": server.token})
+    assert cli.returncode != 0 and "not to be retried" in cli.stderr, cli
+    assert client.batches.retrieve(batch.id).model_extra["osire"]["jobs"] == \
+        batch.model_extra["osire"]["jobs"]                     # nothing submitted again

@@ -67,11 +67,15 @@ def test_cancel_running_job_ends_its_process_group(backend: Backend):
 
 @pytest.mark.cluster_exclusive
 def test_cancel_pending_job(backend: Backend):
+    """The blocker holds both GPUs first, so the job surely waits (submitted first, a short job
+    could start and end before the cancel on a busy machine: COMPLETED, not CANCELLED)."""
+    blocker = backend.submit(SLEEPER, Resources(gpus=2))
+    backend.wait(blocker, lambda i: i.state is JobState.RUNNING)
     job = backend.submit("#!/bin/bash\ntrue\n", Resources(gpus=2))
-    blocker_first = backend.submit(SLEEPER, Resources(gpus=2))
+    backend.wait(job, lambda i: i.state is JobState.PENDING)
     backend.scheduler.cancel(job)
     assert backend.wait(job, terminal).state is JobState.CANCELLED
-    backend.scheduler.cancel(blocker_first)
+    backend.scheduler.cancel(blocker)
 
 
 def test_an_id_with_another_folder_is_not_that_job(backend: Backend):
