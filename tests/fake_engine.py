@@ -48,6 +48,9 @@ Controls (environment variable, or the command-line option in brackets):
                                    completions, embeddings) fail in turn with 503, 429 (with
                                    Retry-After: 1), 500 and a cut connection, then all succeed
     OSIRE_FAKE_FAIL_FILE=PATH      [--fail-file]      while PATH exists, generation requests 503
+    OSIRE_FAKE_HOLD_FILE=PATH      [--hold-file]      while PATH exists, generation requests after
+    OSIRE_FAKE_HOLD_AFTER=N        [--hold-after]     the first N wait for it to go (a test holds
+                                   a batch part-way instead of hoping to catch it there)
     --ssl-certfile F --ssl-keyfile K   serve HTTPS with that certificate (as vLLM/uvicorn)
     --uds PATH                     serve HTTP on this Unix socket instead of host and port (as
                                    vLLM's --uds)
@@ -108,6 +111,8 @@ def parse_args(argv=None):
     p.add_argument("--default-tokens", type=int, default=int(_env("OSIRE_FAKE_DEFAULT_TOKENS", 16)))
     p.add_argument("--fail-first", type=int, default=int(_env("OSIRE_FAKE_FAIL_FIRST", 0)))
     p.add_argument("--fail-file", default=_env("OSIRE_FAKE_FAIL_FILE"))
+    p.add_argument("--hold-file", default=_env("OSIRE_FAKE_HOLD_FILE"))
+    p.add_argument("--hold-after", type=int, default=int(_env("OSIRE_FAKE_HOLD_AFTER", 0)))
     p.add_argument("--uds", default=None)
     p.add_argument("--ssl-certfile", "--ssl-cert-file", default=None)
     p.add_argument("--ssl-keyfile", "--ssl-key-file", default=None)
@@ -150,6 +155,7 @@ class FakeEngine:
         failure = self._failure(request)
         if failure is not None:
             return failure
+        await self._hold(request)
         self.stats["in_flight"] += 1
         try:
             return await handler(request)
@@ -174,6 +180,15 @@ class FakeEngine:
         if status == 429:
             response.headers["Retry-After"] = "1"
         return response
+
+    async def _hold(self, request) -> None:
+        """--hold-file: generation requests after the first --hold-after wait while it exists."""
+        if not self.args.hold_file or request.method != "POST" or \
+                not request.path.startswith("/v1/"):
+            return
+        self.stats["held_count"] = number = self.stats.get("held_count", 0) + 1
+        while number > self.args.hold_after and os.path.exists(self.args.hold_file):
+            await asyncio.sleep(0.05)
 
     def _authorized(self, request):
         if self.expected is None:

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 FAKE_ENGINE = REPO / "tests" / "fake_engine.py"
 MODEL = "slow-chat"
 WAIT_MS = 120_000  # only turns a hang into a readable failure; no test asserts on time
+HELD_AFTER = 4     # requests a held batch's engine answers before it waits (the hold fixture)
 
 if not CHROMIUM.exists():
     pytest.skip("browser tests need Debian's chromium at /usr/bin/chromium "
@@ -37,7 +38,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwrig
 expect = sync_api.expect
 
 
-def _write_catalog(path: Path) -> None:
+def _write_catalog(path: Path, hold: Path) -> None:
     engine = f"{sys.executable} {FAKE_ENGINE}"
     path.write_text(f"""
 engines:
@@ -54,18 +55,26 @@ models:
     engine: fake
     description: The fake OpenAI engine, 0.3 s a token
     resources: {{cpus: 1, time: "00:30:00"}}
-    env: {{OSIRE_FAKE_TOKEN_DELAY: "0.3"}}
+    env: {{OSIRE_FAKE_TOKEN_DELAY: "0.3", OSIRE_FAKE_HOLD_FILE: "{hold}",
+           OSIRE_FAKE_HOLD_AFTER: "{HELD_AFTER}"}}
 """)
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def hold(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """While this file exists, a batch's engine answers its first HELD_AFTER requests and holds
+    the rest: a batch stays part-way until the test lets it go (no race with the polls)."""
+    return tmp_path_factory.mktemp("hold") / "hold"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, hold: Path) -> Iterator[str]:
     """A `jupyter lab` subprocess with the extension on the local scheduler; yields its URL."""
     if not (BUNDLE / "package.json").exists():
         pytest.skip(f"labextension not built ({BUNDLE} missing): run `pip install -e .`")
     tmp = tmp_path_factory.mktemp("batchlab")
     catalog = tmp / "catalog.yaml"
-    _write_catalog(catalog)
+    _write_catalog(catalog, hold)
     state = tmp / "osire"
     with jupyter_lab(tmp, ["--OsireLLM.scheduler=local", f"--OsireLLM.catalog={catalog}",
                            f"--OsireLLM.job_root={state / 'jobs'}",
@@ -161,7 +170,9 @@ def test_no_batches_no_section(page: Any) -> None:
     expect(page.locator(".jp-OsireBatches")).to_have_count(0)
 
 
-def test_a_batch_grows_to_completed_and_its_results_download(page: Any, lab: str) -> None:
+def test_a_batch_grows_to_completed_and_its_results_download(page: Any, lab: str,
+                                                             hold: Path) -> None:
+    hold.touch()
     batch = _create_batch(lab, 20)
     item = _item(page, batch["id"])
     expect(item).to_be_visible(timeout=WAIT_MS)
@@ -171,8 +182,9 @@ def test_a_batch_grows_to_completed_and_its_results_download(page: Any, lab: str
     bar = item.get_by_role("progressbar")
     expect(bar).to_have_attribute("aria-valuemax", "20")
     # Part-way: running, some requests answered and not all (the bar grows as answers arrive).
-    part_way = _running_part_way(page, batch["id"])
-    shoot(page, "13-batches-running")  # the bar part-way (it may move on while the theme changes)
+    part_way = _running_part_way(page, batch["id"])   # it cannot end while held
+    shoot(page, "13-batches-running")  # the bar part-way, held there
+    hold.unlink()
     # The end: completed, all 20 answered.
     expect(item).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
     expect(bar).to_have_attribute("aria-valuenow", "20")
@@ -194,20 +206,23 @@ def test_a_batch_grows_to_completed_and_its_results_download(page: Any, lab: str
     assert all(a["response"]["status_code"] == 200 for a in answers)
 
 
-def test_cancel_keeps_the_answers_and_resume_does_the_rest(page: Any, lab: str) -> None:
+def test_cancel_keeps_the_answers_and_resume_does_the_rest(page: Any, lab: str,
+                                                           hold: Path) -> None:
+    hold.touch()
     batch = _create_batch(lab, 40)
     item = _item(page, batch["id"])
     bar = item.get_by_role("progressbar")
     # Newest first: the new batch above the completed one.
     expect(page.locator(".jp-OsireBatch").first).to_have_attribute("data-batch", batch["id"],
                                                                      timeout=WAIT_MS)
-    before_cancel = _running_part_way(page, batch["id"])
+    before_cancel = _running_part_way(page, batch["id"])   # it cannot end while held
     item.get_by_role("button", name=f"Cancel the {MODEL} batch").click()
     expect(item).to_have_attribute("data-status", "cancelled", timeout=WAIT_MS)
     expect(item.locator(".jp-OsireBatch-badge")).to_have_text("Cancelled")
     expect(item.locator(".jp-OsireBatch-summary")).to_have_text("cancelled by user")
     kept = _answered(item)
     assert before_cancel <= kept < 40, kept
+    hold.unlink()
     expect(item.locator(".jp-OsireBatch-count")).to_have_text(f"{kept}/40")
     expect(item.locator(".jp-OsireSidebar-explain")).to_have_text(
         f"{40 - kept} request{'' if 40 - kept == 1 else 's'} left: Resume answers only those")
