@@ -176,7 +176,11 @@ def test_cancel_while_running_stops_the_job_and_keeps_what_it_got(server, tmp_pa
     upload = _upload(client, tmp_path, _lines("fake-slow-tokens", 40, max_tokens=4))
     batch = client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT,
                                   completion_window="24h")
-    _wait(client, batch.id, lambda b: b.request_counts.completed >= 2)
+    running = _wait(client, batch.id, lambda b: b.request_counts.completed >= 2)
+    # (Seen once in CI, not understood yet: the job ended FAILED with exit 4, the runner's
+    # "engine gone", seconds in. Say so with the batch's reason and log tail if it recurs.)
+    assert not _ended(running), (running.status, running.model_extra["osire"]["reason"],
+                                 running.model_extra["osire"]["log_tail"])
     with pytest.raises(openai.ConflictError, match="cancel it first"):   # a live batch stays
         client.delete(f"/batches/{batch.id}", cast_to=object)
     cancelled = client.batches.cancel(batch.id)
