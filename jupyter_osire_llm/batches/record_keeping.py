@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 from ..core.catalog import Catalog
 from ..core.limits import SiteLimits
-from ..core.records import CancelRetry, RecordMirror
+from ..core.records import CancelRetry, KeepsRecords, RecordMirror
 from ..core.render import ScriptRenderer
 from ..core.store import Check, Store
 from ..errors import Conflict, NotFound, SchedulerError
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 CANCEL_RETRY = 5.0
 
 
-class BatchRecords:
+class BatchRecords(KeepsRecords[Batch]):
     def __init__(self, *, catalog: Catalog, limits: SiteLimits, scheduler: Scheduler,
                  store: Store, renderer: ScriptRenderer, job_root: Path, server_id: str,
                  changed: asyncio.Event, max_batches: int = 4, concurrency: int = 16,
@@ -46,15 +46,6 @@ class BatchRecords:
             created=lambda b: float(b.created_at), on_write=self._after_write)
         for batch in self.records.load_now():
             self.records.adopt(batch)
-
-    @property
-    def store(self) -> Store:
-        """The state file (the records' own: replacing it here replaces it there)."""
-        return self.records.store
-
-    @store.setter
-    def store(self, store: Store) -> None:
-        self.records.store = store
 
     @property
     def _batches(self) -> dict[str, Batch]:

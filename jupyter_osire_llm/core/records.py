@@ -164,6 +164,21 @@ class RecordMirror(Generic[T]):
             return None
 
 
+class KeepsRecords(Generic[T]):
+    """A service whose records live in a ``RecordMirror``: its state file is the mirror's, so
+    replacing one replaces the other."""
+
+    records: RecordMirror[T]
+
+    @property
+    def store(self) -> Store:
+        return self.records.store
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        self.records.store = store
+
+
 class CancelRetry:
     """When each job was last asked to end, so that a cancel is sent again every ``every``
     seconds until the scheduler says the job ended (a cancel may fail, or be lost)."""

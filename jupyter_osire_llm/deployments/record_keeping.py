@@ -17,7 +17,7 @@ from typing import Callable, Optional
 from ..core.catalog import Catalog
 from ..core.jobfiles import read_key
 from ..core.limits import SiteLimits
-from ..core.records import CancelRetry, RecordMirror
+from ..core.records import CancelRetry, KeepsRecords, RecordMirror
 from ..core.render import ScriptRenderer
 from ..core.store import FENCE, Check, Store
 from ..errors import NotFound, SchedulerError
@@ -31,7 +31,7 @@ Change = Callable[[Deployment], Deployment]
 FailureHook = Callable[[Deployment, Replica, Replica], Replica]
 
 
-class DeploymentRecords:
+class DeploymentRecords(KeepsRecords[Deployment]):
     def __init__(self, *, catalog: Catalog, limits: SiteLimits, scheduler: Scheduler,
                  store: Store, renderer: ScriptRenderer, job_root: Path,
                  advertise_host: str = "", bind_host: str = "0.0.0.0", keep_finished: int = 50,
@@ -59,15 +59,6 @@ class DeploymentRecords:
         for deployment in self.records.load_now():
             self.records.adopt(self._with_owner(deployment))
         self._prune_finished_now()
-
-    @property
-    def store(self) -> Store:
-        """The state file (the records' own: replacing it here replaces it there)."""
-        return self.records.store
-
-    @store.setter
-    def store(self, store: Store) -> None:
-        self.records.store = store
 
     @property
     def _deployments(self) -> dict[str, Deployment]:
