@@ -14,6 +14,8 @@ conftest of tests/jobside puts it there, a top-level tests/conftest.py does the 
   for PYTHONPATH (as the job script does it).
 - ``start_process(argv, env, log_path)`` (own session, output to a file), ``wait_healthy(url)``,
   ``stop_process_group(proc)`` (SIGTERM to the group, SIGKILL after a grace period).
+- ``batch_engine_pid(folder)``: the engine process of the batch job in ``folder``, as its job
+  script told the runner (never a pattern that other tests' engines could match too).
 """
 
 from __future__ import annotations
@@ -231,3 +233,11 @@ def group_rss_mb(pgid: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
     return total / 1024
+
+
+def batch_engine_pid(folder: Path | str) -> int:
+    """The engine process of the batch job in ``folder``, as its job script gave it to the runner."""
+    found = subprocess.run(["pgrep", "-af", f"batch_runner.py --folder {folder} "],
+                           capture_output=True, text=True).stdout.split()
+    assert "--engine-pid" in found, f"no batch runner for {folder} is running"
+    return int(found[found.index("--engine-pid") + 1])

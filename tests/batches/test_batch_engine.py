@@ -26,6 +26,7 @@ from jupyter_osire_llm.errors import Conflict
 from jupyter_osire_llm.schedulers.base import Job, JobInfo, JobRequest, JobState
 from jupyter_osire_llm.schedulers.local import LocalScheduler
 from jupyter_osire_llm.schedulers.slurm.cli import SlurmCLI
+from engine_tools import batch_engine_pid
 from lifecycle_catalog import FAKE_ENGINE, dirs_with_catalog
 from jupyter_osire_llm.server.settings import Timing
 from service_factory import cycles_until, make_context
@@ -115,13 +116,6 @@ def _lines(folder: str, name: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _engine_pid(folder: str) -> int:
-    """The job's engine process, as the job script told this batch's runner."""
-    found = subprocess.run(["pgrep", "-af", f"batch_runner.py --folder {folder} "],
-                           capture_output=True, text=True).stdout.split()
-    return int(found[found.index("--engine-pid") + 1])
-
-
 @pytest.fixture(params=["slurm", "local"])
 def scheduler(request, tmp_path) -> Any:
     if request.param == "slurm":
@@ -174,7 +168,7 @@ def test_the_engine_process_gone_stops_the_runner_though_something_still_answers
     async def scenario() -> Any:
         batch = await setup.create("wrapped-slow", 20)
         await setup.until(batch.id, lambda b: b.completed >= 2)
-        os.kill(_engine_pid(batch.folder), signal.SIGKILL)   # its child, the server, runs on
+        os.kill(batch_engine_pid(batch.folder), signal.SIGKILL)   # its child, the server, runs on
         batch = await setup.until(batch.id, lambda b: not b.live)
         await setup.monitor.stop()
         return batch

@@ -21,6 +21,7 @@ from jupyter_osire_llm.errors import (Conflict, LimitExceeded, RequestError, Sch
 from jupyter_osire_llm.schedulers.base import Job, JobInfo
 from jupyter_osire_llm.schedulers.local import LocalScheduler
 from jupyter_osire_llm.schedulers.slurm.cli import SlurmCLI
+from engine_tools import batch_engine_pid
 from lifecycle_catalog import write_catalog
 from service_factory import cycles_until, make_context
 
@@ -254,12 +255,8 @@ def test_an_engine_that_dies_mid_batch_leaves_the_rest_for_a_resume(tmp_path):
     async def scenario() -> Any:
         batch = await setup.create("fake-slow-tokens", 20)
         await setup.until(batch.id, lambda b: b.completed >= 2)
-        engine = subprocess.run(["pgrep", "-f", "fake_engine.py.*served-model-name "
-                                 "fake-slow-tokens"],
-                                capture_output=True, text=True).stdout.split()
-        assert engine, "the batch's engine process was not found"
-        for pid in engine:
-            os.kill(int(pid), signal.SIGKILL)
+        # This batch's engine only: a pattern would also kill other tests' engines.
+        os.kill(batch_engine_pid(setup.batches.get(batch.id).folder), signal.SIGKILL)
         batch = await setup.until(batch.id, lambda b: not b.live)
         await setup.monitor.stop()
         return batch
