@@ -22,10 +22,39 @@
 # The node declares OSIRE_SLURM_CPUS (default 8) CPUs whatever the machine has (config_overrides),
 # so several test suites' jobs (mostly sleeping) can run side by side on a 2-core machine; the
 # 2 fake GPUs stay the scarce resource that makes jobs wait with reason Resources.
+#
+# Two nodes (OSIRE_SLURM_NODES=2; 3 to 9 are written the same way but untested): a separate test
+# cluster for multi-node jobs, never the default one:
+#
+#   OSIRE_SLURM_NODES=2 scripts/slurm-cluster.sh start|stop|status
+#   export SLURM_CONF=/tmp/osire-slurm-2n/etc/slurm.conf      # start and status print this line
+#
+# Each node (node1, node2) is its own slurmd in its own network namespace (ip netns osire2n-nodeK),
+# UTS namespace (hostname nodeK) and mount namespace (a private /etc/hosts naming every node),
+# with address OSIRE_SLURM_NET.1K (default 10.77.0.11, 10.77.0.12) on a veth pair plugged into the
+# bridge osire2n-br, where the host (slurmctld, munged) has OSIRE_SLURM_NET.1. Nodes reach each
+# other and the host over TCP by those addresses; jobs see them as eth0. Everything is under
+# OSIRE_SLURM_DIR (default /tmp/osire-slurm-Nn), with its own munge socket, ports (slurmctld 6917,
+# slurmd 6918, inside each namespace), no accounting, and no /etc/slurm symlink: use SLURM_CONF.
+# 2 fake GPUs per node. Needs root (ip netns, unshare, mount). `stop` ends the daemons, then every
+# process left in the namespaces (job steps), then removes the namespaces, links and bridge.
 set -euo pipefail
 
-DIR="${OSIRE_SLURM_DIR:-/tmp/osire-slurm}"
+NODES="${OSIRE_SLURM_NODES:-1}"
+case "$NODES" in [1-9]) ;; *) echo "slurm-cluster: OSIRE_SLURM_NODES must be 1 to 9" >&2; exit 2 ;; esac
+if [ "$NODES" -gt 1 ]; then
+    DIR="${OSIRE_SLURM_DIR:-/tmp/osire-slurm-${NODES}n}"
+else
+    DIR="${OSIRE_SLURM_DIR:-/tmp/osire-slurm}"
+fi
 CONF="$DIR/etc/slurm.conf"
+# multi-node only: the network between the namespaced nodes and the host
+NET="${OSIRE_SLURM_NET:-10.77.0}"              # host NET.1, nodeK NET.1K
+NS_PREFIX="${OSIRE_SLURM_NS_PREFIX:-osire${NODES}n}"   # netns NS_PREFIX-nodeK, bridge NS_PREFIX-br
+BRIDGE="$NS_PREFIX-br"
+CTLD_PORT=6817
+SLURMD_PORT=6818
+[ "$NODES" -gt 1 ] && CTLD_PORT="${OSIRE_SLURM_CTLD_PORT:-6917}" && SLURMD_PORT="${OSIRE_SLURM_SLURMD_PORT:-6918}"
 HOST="$(hostname -s)"
 CPUS="${OSIRE_SLURM_CPUS:-8}"
 PACKAGES=(slurmctld slurmd slurm-client munge)
@@ -57,6 +86,10 @@ install_packages() {
 choose_accounting() {  # sets USE_ACCT; installs MariaDB and slurmdbd when missing (root only)
     local missing
     case "$ACCOUNTING" in 0|no|off|false) USE_ACCT=0; return 0 ;; esac
+    if [ "$NODES" -gt 1 ]; then   # its ports would clash with the default cluster's slurmdbd
+        case "$ACCOUNTING" in 1|yes|on|true) log "no accounting on the multi-node cluster"; exit 1 ;; esac
+        USE_ACCT=0; return 0
+    fi
     missing=($(missing_packages "${ACCT_PACKAGES[@]}"))
     if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
         log "installing ${missing[*]} (accounting; OSIRE_SLURM_ACCOUNTING=0 skips it)"
@@ -90,6 +123,7 @@ write_config() {  # writes the config; returns 0 if it changed (or is new), 1 if
     hw="CPUs=$CPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$CPUS ThreadsPerCore=1 RealMemory=$mem"
     ln -sf /dev/null "$DIR/gpu/nvidia0"
     ln -sf /dev/null "$DIR/gpu/nvidia1"
+    if [ "$NODES" -gt 1 ]; then write_config_multi "$user" "$hw"; return; fi
     cat > "$DIR/etc/gres.conf" <<EOF
 AutoDetect=off
 NodeName=$HOST Name=gpu File=$DIR/gpu/nvidia[0-1]
@@ -279,6 +313,160 @@ status() {
     return $rc
 }
 
+node_names() { local k; for k in $(seq "$NODES"); do echo "node$k"; done; }
+node_addr() { echo "$NET.1${1#node}"; }   # node_addr nodeK
+node_ns() { echo "$NS_PREFIX-$1"; }
+
+write_config_multi() {  # write_config_multi USER HW: the multi-node config (no /etc/slurm links)
+    local user="$1" hw="$2" n
+    cat > "$DIR/etc/gres.conf" <<EOF
+AutoDetect=off
+NodeName=node[1-$NODES] Name=gpu File=$DIR/gpu/nvidia[0-1]
+EOF
+    {
+        echo "127.0.0.1 localhost"
+        echo "$NET.1 $HOST"
+        for n in $(node_names); do echo "$(node_addr "$n") $n"; done
+    } > "$DIR/etc/hosts"
+    chmod 644 "$DIR/etc/hosts" "$DIR/etc/gres.conf"
+    cat > "$CONF.new" <<EOF
+ClusterName=osire${NODES}n
+SlurmctldHost=$HOST($NET.1)
+SlurmUser=$user
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$DIR/munge/munge.socket
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool/slurmd-%n
+SlurmctldPidFile=$DIR/run/slurmctld.pid
+SlurmdPidFile=$DIR/run/slurmd-%n.pid
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd-%n.log
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=1024
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MinJobAge=120
+SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0
+KillWait=5
+ReturnToService=2
+SlurmdParameters=config_overrides
+GresTypes=gpu
+EOF
+    for n in $(node_names); do
+        echo "NodeName=$n NodeHostname=$n NodeAddr=$(node_addr "$n") $hw Gres=gpu:2 State=UNKNOWN" >> "$CONF.new"
+    done
+    echo "PartitionName=debug Nodes=node[1-$NODES] Default=YES MaxTime=INFINITE State=UP" >> "$CONF.new"
+    if [ -e "$CONF" ] && cmp -s "$CONF.new" "$CONF"; then rm -f "$CONF.new"; return 1; fi
+    mv "$CONF.new" "$CONF"
+    return 0
+}
+
+need_root_tools() {
+    [ "$(id -u)" -eq 0 ] || { log "the multi-node cluster needs root (network namespaces)"; exit 1; }
+    local t
+    for t in ip unshare nsenter mount; do
+        command -v "$t" >/dev/null || { log "missing $t (apt-get install iproute2 util-linux mount)"; exit 1; }
+    done
+}
+
+start_network() {  # the bridge on the host, one namespace and veth pair per node (idempotent)
+    local n ns host_if
+    ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+    ip -4 addr show dev "$BRIDGE" | grep -q "inet $NET.1/" || ip addr add "$NET.1/24" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+    for n in $(node_names); do
+        ns="$(node_ns "$n")"; host_if="$NS_PREFIX-v${n#node}"
+        ip netns list | grep -qw "^$ns" || ip netns add "$ns"
+        if ! ip netns exec "$ns" ip link show eth0 >/dev/null 2>&1; then
+            ip link del "$host_if" >/dev/null 2>&1 || true
+            ip link add "$host_if" type veth peer name "$host_if-c"
+            ip link set "$host_if-c" netns "$ns"
+            ip netns exec "$ns" ip link set "$host_if-c" name eth0
+        fi
+        ip link set "$host_if" master "$BRIDGE"
+        ip link set "$host_if" up
+        ip netns exec "$ns" sh -c "ip link set lo up; ip link set eth0 up
+            ip -4 addr show dev eth0 | grep -q 'inet $(node_addr "$n")/' ||
+                ip addr add $(node_addr "$n")/24 dev eth0"
+    done
+}
+
+start_slurmd_multi() {  # each slurmd in its node's network, UTS and mount namespaces
+    local n ns
+    for n in $(node_names); do
+        pid_alive "$DIR/run/slurmd-$n.pid" && continue
+        ns="$(node_ns "$n")"
+        mkdir -p "$DIR/spool/slurmd-$n"
+        # nsenter, not `ip netns exec`: that remounts /sys, hiding /sys/fs/cgroup from slurmd
+        SLURM_CONF="$CONF" nsenter --net="/run/netns/$ns" unshare --uts --mount --propagation slave \
+            sh -c 'mount --bind "$1" /etc/hosts && hostname "$2" && exec slurmd -f "$3" -N "$2"' \
+            sh "$DIR/etc/hosts" "$n" "$CONF" 9>&- ||
+            { log "slurmd on $n did not start: see $DIR/log/slurmd-$n.log"; exit 1; }
+    done
+}
+
+wait_idle_multi() {
+    local i n state all
+    for i in $(seq 150); do
+        all=1
+        for n in $(node_names); do
+            state="$(SLURM_CONF="$CONF" sinfo -h -N -n "$n" -o %t 2>/dev/null || true)"
+            case "$state" in
+                idle*|mix*|alloc*) ;;
+                down*|drain*|inval*) all=0; SLURM_CONF="$CONF" scontrol update nodename="$n" \
+                                         state=resume >/dev/null 2>&1 || true ;;
+                *) all=0 ;;
+            esac
+        done
+        [ $all -eq 1 ] && return 0
+        sleep 0.2
+    done
+    log "nodes did not all become idle; see $DIR/log"
+    SLURM_CONF="$CONF" sinfo -N >&2 || true
+    exit 1
+}
+
+stop_multi() {  # daemons, then what is left in the namespaces (job steps), then the network
+    local n ns pid left i
+    for n in $(node_names); do stop_pidfile "slurmd-$n"; done
+    stop_pidfile slurmctld
+    for n in $(node_names); do
+        ns="$(node_ns "$n")"
+        ip netns list | grep -qw "^$ns" || continue
+        for i in 1 2 3; do
+            left="$(ip netns pids "$ns" 2>/dev/null || true)"
+            [ -n "$left" ] || break
+            for pid in $left; do kill "-$([ $i -lt 3 ] && echo TERM || echo KILL)" "$pid" 2>/dev/null || true; done
+            sleep 1
+        done
+        ip netns del "$ns" 2>/dev/null || true
+        ip link del "$NS_PREFIX-v${n#node}" >/dev/null 2>&1 || true
+    done
+    ip link del "$BRIDGE" >/dev/null 2>&1 || true
+    stop_pidfile munged
+}
+
+status_multi() {
+    local name rc=0 n
+    for name in munged slurmctld $(for n in $(node_names); do echo "slurmd-$n"; done); do
+        if pid_alive "$DIR/run/$name.pid"; then echo "$name running (pid $(cat "$DIR/run/$name.pid"))"
+        else echo "$name stopped"; rc=3; fi
+    done
+    if [ $rc -eq 0 ]; then
+        SLURM_CONF="$CONF" sinfo -N -o "%N %t %G" 2>/dev/null || true
+        echo "export SLURM_CONF=$CONF"
+    fi
+    return $rc
+}
+
 OUTAGE="$DIR/run/ctld-outage"
 
 wait_outage() {  # a fault test has slurmctld stopped on purpose: let it finish
@@ -287,6 +475,35 @@ wait_outage() {  # a fault test has slurmctld stopped on purpose: let it finish
     log "stale $OUTAGE (older than 120 s), removing it"
     rm -f "$OUTAGE"
 }
+
+if [ "$NODES" -gt 1 ]; then
+    case "${1:-}" in
+        start)
+            need_root_tools
+            install_packages
+            USE_ACCT=0
+            make_dirs
+            exec 9> "$DIR/run/cluster.lock"
+            flock 9
+            start_munge
+            start_network
+            if write_config && pid_alive "$DIR/run/slurmctld.pid"; then
+                log "configuration changed: restarting slurmctld (running jobs survive)"
+                stop_pidfile slurmctld
+            fi
+            start_ctld
+            start_slurmd_multi
+            wait_idle_multi
+            log "up: $(node_names | tr '\n' ' ')($NET.11...) with 2 fake GPUs each, config $CONF"
+            echo "export SLURM_CONF=$CONF"
+            ;;
+        stop) stop_multi ;;
+        restart) "$0" stop; "$0" start ;;
+        status) status_multi ;;
+        *) echo "usage: OSIRE_SLURM_NODES=$NODES $0 start|stop|status|restart" >&2; exit 2 ;;
+    esac
+    exit
+fi
 
 case "${1:-}" in
     start)
