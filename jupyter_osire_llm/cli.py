@@ -176,7 +176,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         info = api.server.public()
         emit(info, info["openai_base_url"])
     elif command == "launch":
-        d = api.launch(args.model, replicas=args.replicas, resources=launch_resources(args))
+        d = api.launch(args.model, replicas=args.replicas, resources=launch_resources(args),
+                       force=args.force)
         if not args.wait:
             emit(d, deployment_line(d))
         else:

@@ -117,7 +117,8 @@ class OsireMagics(Magics):
         _show(deployments_table(deployments), deployments_html(deployments))
 
     def _launch(self, args: argparse.Namespace) -> None:
-        d = self.api.launch(args.model, replicas=args.replicas, resources=launch_resources(args))
+        d = self.api.launch(args.model, replicas=args.replicas, resources=launch_resources(args),
+                            force=args.force)
         if args.wait:
             self._wait_for(d["id"], args.timeout)
         else:

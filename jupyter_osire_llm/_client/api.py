@@ -77,10 +77,14 @@ class OsireClient:
         return self.request("GET", f"deployments/{_quote(deployment_id)}")
 
     def launch(self, model: str, *, replicas: int = 1,
-               resources: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+               resources: Optional[dict[str, Any]] = None, force: bool = False
+               ) -> dict[str, Any]:
+        """``force``: launch even where the model's size says the GPUs cannot hold it."""
         body: dict[str, Any] = {"model": model, "replicas": replicas}
         if resources:
             body["resources"] = resources
+        if force:
+            body["force"] = True
         return self.request("POST", "deployments", body)
 
     def stop(self, deployment_id: str) -> dict[str, Any]:

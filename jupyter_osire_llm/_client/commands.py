@@ -69,6 +69,8 @@ VERBS: dict[str, Verb] = {
         arg("--replicas", type=int, default=1),
         *(arg(f"--{name.replace('_', '-')}", dest=name, type=kind, metavar=name.upper())
           for name, kind in LAUNCH_FLAGS),
+        arg("--force", action="store_true",
+            help="launch even where the model's size says these GPUs cannot hold it"),
         arg("--wait", action="store_true", help="wait until the model is ready"),
         arg("--timeout", type=float, help="with --wait: give up waiting after S seconds"))),
     "stop": Verb("stop a deployment, or a model's", (_REF,)),
@@ -157,9 +159,23 @@ def models_table(models: list[dict[str, Any]]) -> str:
     for m in models:
         r = m.get("resources") or {}
         rows.append([m["name"], str(r.get("gpus", 0)), str(r.get("time", "")),
-                     str(r.get("partition") or ""), m.get("description") or ""])
-    return table(rows, ["MODEL", "GPUS", "TIME", "PARTITION", "DESCRIPTION"]) if rows \
+                     str(r.get("partition") or ""), size_text(m), m.get("description") or ""])
+    return table(rows, ["MODEL", "GPUS", "TIME", "PARTITION", "SIZE", "DESCRIPTION"]) if rows \
         else "the catalog is empty"
+
+
+def size_text(model: Mapping[str, Any]) -> str:
+    """"1.3B, 2.7 GB of weights: 1 x A100 40G (30k tokens of KV cache)", or why it is unknown."""
+    size = model.get("size") or {}
+    if "weight_bytes" not in size:
+        return "unknown" if size.get("note") else ""
+    text = str(size.get("summary") or "")
+    if size.get("parameters"):
+        text = f"{size['parameters'] / 1e9:.1f}B, {text}"
+    options = size.get("options") or []
+    if options and options[0].get("context_tokens") is not None:
+        text += f" ({options[0]['context_tokens'] // 1000}k tokens of KV cache)"
+    return text
 
 
 def _jobs(d: dict[str, Any], sep: str) -> str:
@@ -231,9 +247,9 @@ def html_table(header: list[str], rows: list[list[Any]]) -> str:
 
 def models_html(models: list[dict[str, Any]]) -> str:
     rows = [[m["name"], (m.get("resources") or {}).get("gpus", 0),
-             (m.get("resources") or {}).get("time", ""), m.get("description") or ""]
+             (m.get("resources") or {}).get("time", ""), size_text(m), m.get("description") or ""]
             for m in models]
-    return html_table(["model", "GPUs", "time", "description"], rows)
+    return html_table(["model", "GPUs", "time", "size", "description"], rows)
 
 
 def deployments_html(deployments: list[dict[str, Any]]) -> str:

@@ -37,16 +37,21 @@ log = logging.getLogger(__name__)
 
 class Launching(DeploymentRecords):
     async def launch(self, model: Any, replicas: Any = 1, resources: Any = None,
-                     **policy: Any) -> Deployment:
+                     force: Any = False, **policy: Any) -> Deployment:
         """Validate everything, persist, then submit; a rejected launch submits nothing.
+        ``force``: launch even where the model's size says its GPUs cannot hold it.
         ``policy``: ``idle_timeout`` and ``pinned``, already checked (policies.launch_options)."""
         if not isinstance(model, str) or not model:
             raise RequestError("'model' is required and must be a string", field="model")
         if isinstance(replicas, bool) or not isinstance(replicas, int):
             raise RequestError(f"'replicas' must be an integer, got {replicas!r}",
                                field="replicas")
+        if not isinstance(force, bool):
+            raise RequestError(f"'force' must be true or false, got {force!r}", field="force")
         entry = self.catalog.get(model)
         wanted = self.limits.apply(parse_resources(resources, base=entry.resources), replicas)
+        if not force:
+            await asyncio.to_thread(self.sizes.check, entry, wanted)
         deployment_id = secrets.token_hex(4)
         scripts = []
         for index in range(replicas):

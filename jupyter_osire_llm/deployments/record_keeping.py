@@ -17,6 +17,7 @@ from typing import Callable, Optional
 from ..core.catalog import Catalog
 from ..core.jobfiles import read_key
 from ..core.limits import SiteLimits
+from ..core.model_sizes import ModelSizes
 from ..core.records import CancelRetry, KeepsRecords, RecordMirror
 from ..core.render import ScriptRenderer
 from ..core.store import FENCE, Check, Store
@@ -37,8 +38,10 @@ class DeploymentRecords(KeepsRecords[Deployment]):
                  advertise_host: str = "", bind_host: str = "0.0.0.0", keep_finished: int = 50,
                  lost_grace: float = 60.0, cancel_retry: float = 5.0,
                  server_id: Optional[str] = None, on_failure: Optional[FailureHook] = None,
+                 sizes: Optional[ModelSizes] = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.catalog, self.limits, self.scheduler = catalog, limits, scheduler
+        self.sizes = sizes or ModelSizes()
         self.renderer, self.job_root = renderer, job_root
         self.advertise_host, self.bind_host, self.clock = advertise_host, bind_host, clock
         self.keep_finished, self.lost_grace, self.cancel_retry = \

@@ -25,6 +25,7 @@ from traitlets import (
 from ..core.limits import parse_resources, time_to_minutes
 from ..core.private_folder import expand_user
 from ..errors import ConfigError, RequestError
+from ..sizing.fit import parse_gpu_types
 from .context import OsireContext
 from .handlers import SwitchedOffHandler, default_handlers
 from .settings import OsireSettings
@@ -116,9 +117,21 @@ class OsireLLM(ExtensionApp):
                              "deleted unless its upload set expires_after (OpenAI's default for "
                              "batch files); a live batch's input stays until the batch ends. "
                              "0: uploads are kept until deleted.")
+    gpu_types = Dict(config=True, help="The site's GPU types, by Slurm GRES type: {'a100': "
+                     "{'memory': '40G', 'per_node': 4}}. With them the catalog says which "
+                     "requests hold each model, and a launch whose GPUs cannot hold its model "
+                     "is refused (unless it says force).")
     log_level_name = CaselessStrEnum(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], "INFO",
                                      config=True, help="Log level of the extension's logger "
                                      "(also settable at run time: PUT /osire/api/admin).")
+
+    @validate("gpu_types")
+    def _check_gpu_types(self, proposal: dict) -> dict:
+        try:
+            parse_gpu_types(proposal["value"])
+        except ValueError as exc:
+            raise TraitError(f"OsireLLM.{exc}") from exc
+        return proposal["value"]
 
     @validate("max_time")
     def _check_max_time(self, proposal: dict) -> str:

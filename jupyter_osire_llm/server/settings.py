@@ -47,6 +47,7 @@ class OsireSettings:
     batch_concurrency: int = 16
     max_batch_file_size: int = 200 * 1024 * 1024
     file_expiry_days: float = 30.0
+    gpu_types: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def read(cls, config: object) -> OsireSettings:

@@ -15,6 +15,7 @@ from ..batches.service import BatchService
 from ..batches.watch import BatchWatch
 from ..core.catalog import Catalog, load_catalog
 from ..core.limits import SiteLimits
+from ..core.model_sizes import ModelSizes
 from ..core.render import ScriptRenderer
 from ..core.store import Store
 from ..deployments.monitor import Monitor
@@ -30,6 +31,7 @@ from ..proxy.router import Router
 from ..proxy.upstream import ProxyConfig, UpstreamProxy
 from ..schedulers import choose_scheduler
 from ..schedulers.base import Scheduler
+from ..sizing.fit import parse_gpu_types
 from .context import OsireContext
 from .settings import OsireSettings, Timing
 
@@ -102,13 +104,17 @@ def deployment_service(s: OsireSettings, scheduler: Scheduler, catalog: Catalog,
     local = scheduler.name == "local"
     limits = SiteLimits(s.allowed_partitions, s.allowed_accounts, s.max_gpus, s.max_time,
                         s.max_deployments, s.max_replicas, s.max_total_gpus)
+    try:
+        gpu_types = parse_gpu_types(s.gpu_types)
+    except ValueError as exc:
+        raise ConfigError(f"c.OsireLLM.{exc}") from None
     return DeploymentService(
         catalog=catalog, scheduler=scheduler, store=Store(Path(s.db_path)),
         renderer=ScriptRenderer(s.templates_dir or None), job_root=Path(s.job_root),
         limits=limits, advertise_host=s.engine_host or ("127.0.0.1" if local else ""),
         bind_host="127.0.0.1" if local else "0.0.0.0", keep_finished=s.keep_finished,
         lost_grace=timing.lost_grace, cancel_retry=timing.cancel_retry, server_id=server_id,
-        on_failure=restarts.on_failure, clock=timing.clock)
+        on_failure=restarts.on_failure, sizes=ModelSizes(gpu_types), clock=timing.clock)
 
 
 def batch_service(s: OsireSettings, service: DeploymentService, timing: Timing) -> BatchService:

@@ -8,6 +8,7 @@ import * as React from 'react';
 
 import { ApiError, ICatalogModel, Resources } from './api';
 import { OsireModel } from './model';
+import { refusedForSize, sizeLine } from './sizes';
 import {
   FIELDS,
   FieldKey,
@@ -39,7 +40,7 @@ export function LaunchForm(props: {
     (serverField === key && serverError ? serverError.message : null);
   const generalError = serverError && !serverField ? serverError.message : null;
 
-  const launch = async (): Promise<void> => {
+  const launch = async (force = false): Promise<void> => {
     const { request, errors } = buildLaunchRequest(entry.name, values, defaults);
     if (!request) {
       setTouched(Object.fromEntries(Object.keys(errors).map(k => [k, true])));
@@ -50,7 +51,7 @@ export function LaunchForm(props: {
     setBusy(true);
     setServerError(null);
     try {
-      await model.launch(request);
+      await model.launch(force ? { ...request, force: true } : request);
     } catch (e) {
       const err = e instanceof ApiError ? e : new ApiError(String(e), 0);
       setServerError(err);
@@ -76,6 +77,11 @@ export function LaunchForm(props: {
             <div className="jp-OsireSidebar-description">{entry.description}</div>
           )}
           <div className="jp-OsireSidebar-meta">{summarize(defaults, entry.engine)}</div>
+          {sizeLine(entry.size) && (
+            <div className="jp-OsireSidebar-size" title={entry.size?.note || entry.model}>
+              {sizeLine(entry.size)}
+            </div>
+          )}
         </div>
         <button
           type="button"
@@ -143,6 +149,16 @@ export function LaunchForm(props: {
         <div className="jp-OsireSidebar-error" role="alert">
           {generalError}
         </div>
+      )}
+      {serverError && refusedForSize(serverError.param, serverError.message) && (
+        <button
+          type="button"
+          className="jp-OsireSidebar-button jp-OsireSidebar-force"
+          disabled={busy}
+          onClick={() => void launch(true)}
+        >
+          Launch anyway
+        </button>
       )}
     </li>
   );

@@ -16,12 +16,26 @@ export type Resources = {
   [key: string]: unknown;
 };
 
+/** What the model's files say about its size; fields the files do not give are absent. */
+export interface IModelSize {
+  parameters?: number;
+  weight_bytes?: number;
+  kv_bytes_per_token?: number;
+  context?: number;
+  dtype?: string;
+  min_gpus?: number;
+  options?: { gpu_type: string; gpus: number; nodes: number; context_tokens?: number }[];
+  summary?: string;
+  note?: string;
+}
+
 export interface ICatalogModel {
   name: string;
   model: string;
   engine: string;
   description?: string;
   resources: Resources;
+  size?: IModelSize;
 }
 
 export interface ICatalog {
@@ -95,6 +109,7 @@ export interface ILaunchRequest {
   model: string;
   replicas?: number;
   resources?: Resources;
+  force?: boolean;
 }
 
 export interface ILogs {

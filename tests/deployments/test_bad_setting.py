@@ -10,7 +10,8 @@ BAD = {"max_gpus": ("max_gpus", -1),                     # our own check
        "max_total_gpus": ("max_total_gpus", "four"),     # traitlets' type check
        "max_time": ("max_time", "soon"),
        "max_time-empty": ("max_time", ""),               # no job may run without a limit
-       "startup_timeout": ("startup_timeout", 0)}        # nor wait forever to be ready
+       "startup_timeout": ("startup_timeout", 0),        # nor wait forever to be ready
+       "gpu_types": ("gpu_types", {"a100": {"memory": "lots"}})}
 
 
 @pytest.fixture(params=["local"])

@@ -1,6 +1,7 @@
 """REST handlers under /osire/api: thin wrappers over the deployment service."""
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from tornado import web
@@ -33,9 +34,11 @@ class HealthHandler(OsireHandler):
 
 class CatalogHandler(OsireHandler):
     @web.authenticated
-    def get(self) -> None:
-        self.write_json({"models": self.osire.catalog.public(),
-                         "problems": self.osire.catalog.problems})
+    async def get(self) -> None:
+        catalog, sizes = self.osire.catalog, self.osire.service.sizes
+        described = await asyncio.to_thread(
+            lambda: [{**e.public(), "size": sizes.describe(e)} for e in catalog.models.values()])
+        self.write_json({"models": described, "problems": catalog.problems})
 
 
 class DeploymentsHandler(OsireHandler):
@@ -48,12 +51,13 @@ class DeploymentsHandler(OsireHandler):
     async def post(self) -> None:
         body = self.json_body()
         unknown = sorted(set(body) - {"model", "replicas", "resources", "idle_timeout",
-                                      "pinned"})
+                                      "pinned", "force"})
         if unknown:
             raise RequestError(f"unknown field(s) {', '.join(unknown)}", field=unknown[0])
         options = self.osire.policies.launch_options(body)
         deployment = await self.osire.service.launch(body.get("model"), body.get("replicas", 1),
-                                                     body.get("resources"), **options)
+                                                     body.get("resources"),
+                                                     force=body.get("force", False), **options)
         self.write_json(self.deployment_json(deployment), status=201)
 
 
