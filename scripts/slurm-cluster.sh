@@ -399,6 +399,23 @@ start_network() {  # the bridge on the host, one namespace and veth pair per nod
     done
 }
 
+HOSTS_MARK="# osire-slurm-${NODES}n"
+
+host_names_multi() {  # the host resolves the nodes too: a Jupyter server here reaches engines on them
+    local n kept
+    kept="$(grep -v -- "$HOSTS_MARK\$" /etc/hosts || true)"
+    { echo "$kept"; for n in $(node_names); do echo "$(node_addr "$n") $n $HOSTS_MARK"; done; } \
+        > "$DIR/run/hosts.new"
+    cmp -s "$DIR/run/hosts.new" /etc/hosts || cat "$DIR/run/hosts.new" > /etc/hosts   # in place: it may be a mount
+}
+
+drop_host_names_multi() {
+    local kept
+    grep -q -- "$HOSTS_MARK\$" /etc/hosts 2>/dev/null || return 0
+    kept="$(grep -v -- "$HOSTS_MARK\$" /etc/hosts || true)"
+    echo "$kept" > /etc/hosts
+}
+
 start_slurmd_multi() {  # each slurmd in its node's network, UTS and mount namespaces
     local n ns
     for n in $(node_names); do
@@ -451,6 +468,7 @@ stop_multi() {  # daemons, then what is left in the namespaces (job steps), then
         ip link del "$NS_PREFIX-v${n#node}" >/dev/null 2>&1 || true
     done
     ip link del "$BRIDGE" >/dev/null 2>&1 || true
+    drop_host_names_multi
     stop_pidfile munged
 }
 
@@ -487,6 +505,7 @@ if [ "$NODES" -gt 1 ]; then
             flock 9
             start_munge
             start_network
+            host_names_multi
             if write_config && pid_alive "$DIR/run/slurmctld.pid"; then
                 log "configuration changed: restarting slurmctld (running jobs survive)"
                 stop_pidfile slurmctld

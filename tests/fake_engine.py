@@ -68,6 +68,7 @@ import json
 import os
 import re
 import signal
+import socket
 import ssl
 import sys
 import time
@@ -114,6 +115,9 @@ def parse_args(argv=None):
     p.add_argument("--hold-file", default=_env("OSIRE_FAKE_HOLD_FILE"))
     p.add_argument("--hold-after", type=int, default=int(_env("OSIRE_FAKE_HOLD_AFTER", 0)))
     p.add_argument("--uds", default=None)
+    # A headless rank of a multi-node engine (vLLM's --headless): no API, runs until stopped.
+    p.add_argument("--headless", action="store_true")
+    p.add_argument("--node-rank", type=int, default=0)
     p.add_argument("--ssl-certfile", "--ssl-cert-file", default=None)
     p.add_argument("--ssl-keyfile", "--ssl-key-file", default=None)
     args, _unknown = p.parse_known_args(argv)  # vLLM-style engine arguments are accepted and ignored
@@ -472,9 +476,20 @@ async def serve(args):
     return 0
 
 
+def headless(args) -> int:
+    """A rank of a multi-node engine without an API: says where it runs, waits until stopped."""
+    _log(f"headless rank {args.node_rank} on {socket.gethostname()} (pid {os.getpid()})")
+    stopped = []
+    signal.signal(signal.SIGTERM, lambda *_: stopped.append(1))
+    while not stopped:
+        time.sleep(0.2)
+    _log(f"headless rank {args.node_rank} shutting down")
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
-    return asyncio.run(serve(args))
+    return headless(args) if args.headless else asyncio.run(serve(args))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,10 @@ class BatchService(FileApi, Observing):
         entry = self.catalog.get(parsed.model)
         wanted = self.limits.apply(parse_resources(body.get("resources"), base=entry.resources),
                                    1)
+        if wanted.nodes > 1:
+            raise RequestError(f"a batch runs on one node; model {entry.name!r} asks for "
+                               f"{wanted.nodes} (set resources.nodes to 1)",
+                               field="resources.nodes")
         batch_id = f"batch_{secrets.token_hex(12)}"
         batch = Batch(id=batch_id, model=parsed.model, endpoint=endpoint, input_file_id=file_id,
                       folder=str(self.batch_root / batch_id), created_at=int(self.clock()),

@@ -53,6 +53,12 @@ class Engine:
     name_flag: str = "--served-model-name"   # "": the engine answers to any model name
     host_flag: str = "--host"
     port_flag: str = "--port"
+    worker_command: str = ""           # ranks 1.. of a multi-node replica ("": command)
+
+    @property
+    def multi_node(self) -> bool:
+        """Whether one replica may span nodes (vLLM's multi-node launch)."""
+        return self.kind == "vllm"
 
     @property
     def reserved_flags(self) -> set[str]:
@@ -185,7 +191,7 @@ def _parse_engine(name: str, spec: Any) -> Engine:
         raise ValueError("must be a mapping with at least 'command'")
     _no_unknown(spec, {"command", "kind", "setup", "env", "template", "guard", "key_env",
                        "key_file_flag", "tls_cert_flag", "tls_key_flag", "uds_flag", "insecure",
-                       "readiness", *ARG_FLAGS})
+                       "readiness", "worker_command", *ARG_FLAGS})
     command = spec.get("command")
     if not isinstance(command, str) or not command.strip() or "\n" in command:
         raise ValueError("'command' must be one line of shell words")
@@ -203,7 +209,11 @@ def _parse_engine(name: str, spec: Any) -> Engine:
         if not arguments[needed]:
             raise ValueError(f"'{needed}' cannot be empty: the job must tell the engine where "
                              "to listen")
+    worker = spec.get("worker_command", "")
+    if not isinstance(worker, str) or "\n" in worker:
+        raise ValueError("'worker_command' must be one line of shell words")
     engine = Engine(name=name, command=command.strip(), kind=kind, setup=_text(spec, "setup"),
+                    worker_command=worker.strip(),
                     env=_env(spec.get("env")), template=str(spec.get("template", "engine.sh.j2")),
                     guard=bool(spec.get("guard", kind == "vllm")),
                     insecure=spec.get("insecure", False) is True, readiness=readiness,

@@ -58,3 +58,18 @@ def displayed(row: str, max_line: int = MAX_LINE) -> str:
     row = row.rstrip("\r")
     row = row[row.rfind("\r") + 1:]
     return row if len(row) <= max_line else "…" + row[-(max_line - 1):]
+
+
+#: The other ranks of a replica across nodes log to ``rank-N.log`` in its folder (engine.sh.j2).
+MAX_RANKS = 64
+
+
+def rank_logs(folder: Path, lines: int) -> list[tuple[int, str]]:
+    """``(rank, last lines)`` of each other rank's log in a job folder, by rank; none for a
+    single-node replica."""
+    found = []
+    for path in folder.glob("rank-*.log"):
+        rank = path.stem.removeprefix("rank-")
+        if rank.isdigit():
+            found.append((int(rank), path))
+    return [(rank, read_tail(path, lines)) for rank, path in sorted(found)[:MAX_RANKS]]

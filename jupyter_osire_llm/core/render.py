@@ -38,6 +38,9 @@ def engine_argv(entry: ModelEntry, resources: Resources, bind_host: str) -> list
     args: dict[str, Any] = {}
     if engine.kind == "vllm" and resources.gpus > 1:
         args["tensor-parallel-size"] = resources.gpus
+    if engine.kind == "vllm" and resources.nodes > 1:   # tensor parallel in a node, pipeline across
+        args["pipeline-parallel-size"] = resources.nodes
+        args["distributed-executor-backend"] = "mp"
     args.update(entry.engine_args)
     argv = [engine.model_flag, entry.model] if engine.model_flag else [entry.model]
     if engine.guard:
@@ -86,7 +89,8 @@ class ScriptRenderer:
             engine_args=engine_argv(entry, resources, ctx.bind_host),
             key_env=entry.engine.key_env, key_file_flag=entry.engine.key_file_flag,
             tls_cert_flag=entry.engine.tls_cert_flag, tls_key_flag=entry.engine.tls_key_flag,
-            port_flag=entry.engine.port_flag)
+            port_flag=entry.engine.port_flag, nodes=resources.nodes,
+            worker_command=entry.engine.worker_command or entry.engine.command)
 
     def render_batch(self, entry: ModelEntry, resources: Resources, batch_id: str,
                      job_dir: Path, concurrency: int, retry_delay: float = 1.0) -> str:

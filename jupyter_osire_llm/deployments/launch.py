@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
+from ..core.catalog import ModelEntry
 from ..core.jobfiles import prepare_engine_folder
 from ..core.limits import job_gpus, parse_resources
 from ..core.render import ScriptContext
@@ -52,6 +53,8 @@ class Launching(DeploymentRecords):
         wanted = self.limits.apply(parse_resources(resources, base=entry.resources), replicas)
         if not force:
             await asyncio.to_thread(self.sizes.check, entry, wanted)
+        if wanted.nodes > 1:
+            await asyncio.to_thread(self._check_nodes, entry, wanted)
         deployment_id = secrets.token_hex(4)
         scripts = []
         for index in range(replicas):
@@ -82,6 +85,20 @@ class Launching(DeploymentRecords):
             self._launching.discard(deployment_id)
         self.changed.set()
         return self.get(deployment_id)
+
+    def _check_nodes(self, entry: ModelEntry, wanted: Resources) -> None:
+        """A replica across nodes: an engine that can, on a partition that has that many (Slurm
+        would otherwise keep the job pending forever, reason PartitionNodeLimit)."""
+        if not entry.engine.multi_node:
+            raise RequestError(f"engine {entry.engine.name!r} runs on one node; set "
+                               "resources.nodes to 1", field="resources.nodes")
+        total = self.scheduler.partition_nodes(wanted.partition)
+        if total is not None and wanted.nodes > total:
+            where = f"partition {wanted.partition!r}" if wanted.partition else \
+                "the default partition"
+            raise RequestError(f"{where} has {total} node(s), resources.nodes asks for "
+                               f"{wanted.nodes}: the job could never start",
+                               field="resources.nodes")
 
     async def _submit(self, deployment_id: str, index: int, script: str,
                       wanted: Resources) -> bool:

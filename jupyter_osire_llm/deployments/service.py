@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Optional
 
 from ..core.jobfiles import ENDPOINT_FILE
-from ..core.logtail import read_tail
+from ..core.logtail import rank_logs, read_tail
 from ..proxy.endpoints import Endpoint, ModelStatus
 from .launch import Launching
 from .observe import Observing
@@ -40,13 +41,20 @@ class DeploymentService(Launching, Stopping, Observing):
         return counts
 
     async def logs(self, deployment_id: str, tail: int = 100) -> list[dict[str, Any]]:
+        """Each replica's job log; a replica across nodes adds each other rank's log after it,
+        its lines marked ``[rank N]``."""
         deployment = self.get(deployment_id)
         paths = [self.scheduler.output_path(self._job(r)) for r in deployment.replicas]
         texts = await asyncio.to_thread(lambda: [read_tail(p, tail) for p in paths])
+        ranks = await asyncio.to_thread(lambda: [rank_logs(Path(r.folder), tail)
+                                                 for r in deployment.replicas])
         out = []
-        for r, text in zip(deployment.replicas, texts):
-            text = self._redact(deployment_id, text or r.log_tail or "")
-            out.append({"index": r.index, "job_id": r.job_id, "lines": text.splitlines()[-tail:]})
+        for r, text, extra in zip(deployment.replicas, texts, ranks):
+            lines = self._redact(deployment_id, text or r.log_tail or "").splitlines()[-tail:]
+            for rank, rank_text in extra:
+                lines += [f"[rank {rank}] {line}" for line in
+                          self._redact(deployment_id, rank_text).splitlines()]
+            out.append({"index": r.index, "job_id": r.job_id, "lines": lines})
         return out
 
     async def touch(self, deployment_id: str, when: float) -> None:

@@ -19,6 +19,9 @@ TERMINAL = (STOPPED, FAILED)
 _RUNNING = (JobState.RUNNING.value, JobState.COMPLETING.value)
 _OOM = re.compile(r"out of memory|OutOfMemoryError|oom[-_ ]kill|Cannot allocate memory",
                   re.IGNORECASE)
+#: What a multi-node job script says when one of its ranks ends (sbatch/engine.sh.j2).
+_RANK_END = re.compile(r"osire: rank (?P<rank>\d+) on (?P<node>\S+) exited with status "
+                       r"(?P<status>\d+)")
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,11 @@ def failure_reason(replica: Replica, info: JobInfo, log_tail: str) -> str:
     state = info.state
     if state is JobState.TIMEOUT:
         return "time limit reached (the job ran out of its requested time)"
+    rank = _RANK_END.search(log_tail)
+    if rank and state is not JobState.CANCELLED:   # a multi-node replica lost one of its ranks
+        status = int(rank["status"])
+        how = f"killed by signal {status - 128}" if status > 128 else f"exit code {status}"
+        return f"rank {rank['rank']} on node {rank['node']} ended ({how})"
     if state is JobState.OUT_OF_MEMORY or _OOM.search(log_tail):
         return "out of memory"
     if state is JobState.NODE_FAIL:

@@ -184,6 +184,11 @@ class Scheduler(abc.ABC):
     def output_path(self, job: Job) -> Path:
         return job.output_path
 
+    def partition_nodes(self, partition: Optional[str]) -> Optional[int]:
+        """How many nodes ``partition`` (None: the default one) has, or None when unknown: a
+        job asking for more would wait forever, so a launch is refused instead."""
+        return None
+
     def describe(self) -> dict:
         return {"name": self.name, "calls": self.calls}
 

@@ -170,6 +170,9 @@ def info_from_state(job: Job, state: dict) -> JobInfo:
 class LocalScheduler(Scheduler):
     name = "local"
 
+    def partition_nodes(self, partition: Optional[str]) -> Optional[int]:
+        return 1    # this machine
+
     def __init__(self, state_dir: Path, gpus: int = 0, cpus: Optional[int] = None,
                  kill_grace: float = 5.0) -> None:
         self.state_dir = Path(state_dir)

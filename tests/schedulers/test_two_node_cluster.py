@@ -8,18 +8,13 @@ Needs root (network namespaces); skipped otherwise.
 """
 from __future__ import annotations
 
-import fcntl
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-DIR = "/tmp/osire-slurm-2n"
-CONF = f"{DIR}/etc/slurm.conf"
+from two_nodes import start_two_nodes
 
 pytestmark = pytest.mark.root
 
@@ -43,25 +38,7 @@ wait
 
 @pytest.fixture(scope="module")
 def two_nodes() -> dict:
-    if os.geteuid() != 0:
-        pytest.skip("the two-node cluster needs root (network namespaces)")
-    missing = [t for t in ("ip", "unshare", "nsenter", "sbatch") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"missing {missing}")
-    env = {**os.environ, "OSIRE_SLURM_NODES": "2", "OSIRE_SLURM_DIR": DIR}
-    Path(DIR + ".locks").mkdir(parents=True, exist_ok=True)
-    with open(DIR + ".locks/start", "a") as lock:        # parallel workers: start it once
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        result = subprocess.run(["bash", str(REPO / "scripts" / "slurm-cluster.sh"), "start"],
-                                env=env, capture_output=True, text=True, timeout=300,
-                                check=False)
-    if result.returncode != 0:
-        message = f"two-node cluster did not start:\n{result.stdout}\n{result.stderr}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    assert f"export SLURM_CONF={CONF}" in result.stdout
-    return {**os.environ, "SLURM_CONF": CONF}
+    return start_two_nodes()
 
 
 def test_srun_reaches_both_nodes_and_they_talk_tcp(two_nodes: dict, tmp_path: Path) -> None:

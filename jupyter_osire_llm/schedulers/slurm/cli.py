@@ -12,6 +12,7 @@ import logging
 import os
 import pwd
 import subprocess
+import time
 from typing import Any, Optional, Sequence
 
 from ... import errors
@@ -20,11 +21,15 @@ from ..base import (SCRIPT_FILE, Job, JobInfo, JobOwner, JobRequest, Scheduler, 
 from .commands import (SCONTROL_CONFIG, Completed, installed, run_command, sacct_command,
                        sbatch_command, scancel_command, scancel_named_command,
                        scontrol_job_command, squeue_command, timeout_error)
-from .parse import (classify_failure, conf_cluster_name, parse_cluster_name, parse_sacct,
+from .parse import (classify_failure, conf_cluster_name, parse_cluster_name,
+                    parse_partition_nodes, parse_sacct,
                     parse_sbatch, parse_scontrol_job, parse_squeue)
 from .reconcile import ACCOUNTING_GRACE, ExitDetails, Listing, Reconciler
 
 log = logging.getLogger(__name__)
+
+
+PARTITION_TTL = 300.0
 
 
 class SlurmCLI(Scheduler):
@@ -39,6 +44,23 @@ class SlurmCLI(Scheduler):
         self._exit_details = ExitDetails(self._scontrol_job)
         self.reconciler = Reconciler(self.user, self._sacct, log=self._log_sacct,
                                      grace=sacct_grace, finish=self._exit_details.complete)
+        self._partition_nodes: dict[Optional[str], tuple[float, Optional[int]]] = {}
+
+    def partition_nodes(self, partition: Optional[str]) -> Optional[int]:
+        """``TotalNodes`` from ``scontrol show partition -o`` (one call per partition every
+        5 minutes at most); None when Slurm does not say."""
+        cached = self._partition_nodes.get(partition)
+        if cached and time.monotonic() - cached[0] < PARTITION_TTL:
+            return cached[1]
+        try:
+            result = self._run(["scontrol", "show", "partition", "-o", *(
+                [partition] if partition else [])], "scontrol")
+        except errors.SchedulerError:
+            return None
+        nodes = parse_partition_nodes(result.stdout, partition) if result.returncode == 0 \
+            else None
+        self._partition_nodes[partition] = (time.monotonic(), nodes)
+        return nodes
 
     def describe(self) -> dict[str, Any]:
         """What the admin page shows; the owner is the one read at start-up (describing the

@@ -212,3 +212,15 @@ def conf_cluster_name(env: Mapping[str, str]) -> Optional[str]:
         return parse_cluster_name(Path(env.get("SLURM_CONF") or DEFAULT_CONF).read_text())
     except OSError:
         return None
+
+
+def parse_partition_nodes(text: str, partition: Optional[str]) -> Optional[int]:
+    """``TotalNodes`` of ``partition`` (None: the ``Default=YES`` one) in ``scontrol show
+    partition -o`` output, one partition per line."""
+    for line in text.splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if (fields.get("PartitionName") == partition) if partition else \
+                fields.get("Default") == "YES":
+            total = fields.get("TotalNodes", "")
+            return int(total) if total.isdigit() else None
+    return None
