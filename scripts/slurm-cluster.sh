@@ -168,8 +168,9 @@ KillWait=5
 ReturnToService=2
 SlurmdParameters=config_overrides
 GresTypes=gpu
+AccountingStorageTRES=gres/gpu
 NodeName=$HOST NodeAddr=127.0.0.1 $hw Gres=gpu:2 State=UNKNOWN
-PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP TRESBillingWeights=CPU=1.0,Mem=0.25G,GRES/gpu=2.0
 EOF
     if [ "$(id -u)" -eq 0 ]; then
         mkdir -p /etc/slurm

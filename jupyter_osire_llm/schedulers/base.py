@@ -118,6 +118,25 @@ class JobInfo:
 
 
 @dataclass(frozen=True)
+class JobUsage:
+    """What a finished job used, as the scheduler counted it (``sacct`` with accounting)."""
+
+    elapsed: float                        # seconds it ran
+    billing: Optional[float] = None       # Slurm's billing TRES (units while it ran)
+    gpus: Optional[int] = None            # GPUs it held (all nodes)
+
+    @property
+    def gpu_hours(self) -> Optional[float]:
+        return None if self.gpus is None else self.gpus * self.elapsed / 3600
+
+    @property
+    def billing_hours(self) -> Optional[float]:
+        """Billing units x hours: what an allocation is charged (Slurm's billing TRES-minutes
+        over 60)."""
+        return None if self.billing is None else self.billing * self.elapsed / 3600
+
+
+@dataclass(frozen=True)
 class JobOwner:
     """Which scheduler runs a job: the kind of backend ("slurm" for the CLI and pyslurm alike,
     "local") and where (the Slurm cluster's name, the local machine's host name; "" when it could
@@ -183,6 +202,10 @@ class Scheduler(abc.ABC):
 
     def output_path(self, job: Job) -> Path:
         return job.output_path
+
+    def job_usage(self, job: Job) -> Optional[JobUsage]:
+        """What a finished job used, or None where the backend cannot say (yet)."""
+        return None
 
     def partition_nodes(self, partition: Optional[str]) -> Optional[int]:
         """How many nodes ``partition`` (None: the default one) has, or None when unknown: a

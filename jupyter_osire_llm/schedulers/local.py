@@ -30,6 +30,7 @@ from .base import (
     JobOwner,
     JobRequest,
     JobState,
+    JobUsage,
     Scheduler,
     exit_file_info,
     job_environment,
@@ -172,6 +173,14 @@ class LocalScheduler(Scheduler):
 
     def partition_nodes(self, partition: Optional[str]) -> Optional[int]:
         return 1    # this machine
+
+    def job_usage(self, job: Job) -> Optional[JobUsage]:
+        """Elapsed time from the job's own record; no billing, GPUs from the record's request."""
+        info = self.query([job]).get(job.id)
+        if info is None or not info.state.terminal or info.start_time is None or \
+                info.end_time is None:
+            return None
+        return JobUsage(elapsed=max(0.0, info.end_time - info.start_time))
 
     def __init__(self, state_dir: Path, gpus: int = 0, cpus: Optional[int] = None,
                  kill_grace: float = 5.0) -> None:

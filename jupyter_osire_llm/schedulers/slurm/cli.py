@@ -16,12 +16,12 @@ import time
 from typing import Any, Optional, Sequence
 
 from ... import errors
-from ..base import (SCRIPT_FILE, Job, JobInfo, JobOwner, JobRequest, Scheduler, job_environment,
-                    with_exit_trap)
+from ..base import (SCRIPT_FILE, Job, JobInfo, JobOwner, JobRequest, JobUsage, Scheduler,
+                    job_environment, with_exit_trap)
 from .commands import (SCONTROL_CONFIG, Completed, installed, run_command, sacct_command,
                        sbatch_command, scancel_command, scancel_named_command,
                        scontrol_job_command, squeue_command, timeout_error)
-from .parse import (classify_failure, conf_cluster_name, parse_cluster_name,
+from .parse import (classify_failure, conf_cluster_name, parse_cluster_name, parse_job_usage,
                     parse_partition_nodes, parse_sacct,
                     parse_sbatch, parse_scontrol_job, parse_squeue)
 from .reconcile import ACCOUNTING_GRACE, ExitDetails, Listing, Reconciler
@@ -45,6 +45,17 @@ class SlurmCLI(Scheduler):
         self.reconciler = Reconciler(self.user, self._sacct, log=self._log_sacct,
                                      grace=sacct_grace, finish=self._exit_details.complete)
         self._partition_nodes: dict[Optional[str], tuple[float, Optional[int]]] = {}
+
+    def job_usage(self, job: Job) -> Optional[JobUsage]:
+        """Elapsed time, billing and GPUs of a finished job from accounting (one ``sacct`` per
+        job, once it ended); None without accounting or before it has the record."""
+        try:
+            result = self._run(["sacct", "--noheader", "--parsable2", "--allocations",
+                                f"--jobs={job.id}", "--format=JobID,ElapsedRaw,AllocTRES,End"],
+                               "sacct")
+        except errors.SchedulerError:
+            return None
+        return parse_job_usage(result.stdout, job.id) if result.returncode == 0 else None
 
     def partition_nodes(self, partition: Optional[str]) -> Optional[int]:
         """``TotalNodes`` from ``scontrol show partition -o`` (one call per partition every

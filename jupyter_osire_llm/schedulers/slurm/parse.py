@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from ... import errors
-from ..base import JobInfo, JobState
+from ..base import JobInfo, JobState, JobUsage
 from .commands import Completed
 from .reconcile import Listing, pick_by_folder
 
@@ -223,4 +223,27 @@ def parse_partition_nodes(text: str, partition: Optional[str]) -> Optional[int]:
                 fields.get("Default") == "YES":
             total = fields.get("TotalNodes", "")
             return int(total) if total.isdigit() else None
+    return None
+
+
+def parse_tres(text: str) -> dict[str, str]:
+    """``billing=4,cpu=2,gres/gpu=1,mem=1G,node=1`` -> {name: value} (names lower-cased)."""
+    return {k.strip().lower(): v.strip() for k, _, v in
+            (item.partition("=") for item in text.split(",") if "=" in item)}
+
+
+def parse_job_usage(stdout: str, job_id: str) -> Optional[JobUsage]:
+    """``sacct -P -X --format=JobID,ElapsedRaw,AllocTRES,End`` -> the job's usage; None until
+    accounting has its end (``End`` is ``Unknown`` while it runs)."""
+    for line in reversed(stdout.splitlines()):      # the newest record of a reused id
+        fields = line.split("|")
+        if len(fields) != 4 or fields[0].strip() != job_id or not fields[1].strip().isdigit():
+            continue
+        if parse_time(fields[3]) is None:
+            return None
+        tres = parse_tres(fields[2])
+        billing, gpus = tres.get("billing", ""), tres.get("gres/gpu", "")
+        return JobUsage(elapsed=float(fields[1]),
+                        billing=float(billing) if billing.replace(".", "", 1).isdigit() else None,
+                        gpus=int(gpus) if gpus.isdigit() else None)   # gres/gpu untracked: ask the record
     return None

@@ -41,3 +41,7 @@ else
     sacct -j "$ok" > "$HERE/sacct_disabled.txt" 2>&1 || true
 fi
 scancel "$long" "$gpu" "$big"
+
+# Job usage (Scheduler.job_usage), with the test partition's TRESBillingWeights: a finished job
+# and a running one (End Unknown).
+# sacct --noheader --parsable2 --allocations --jobs=A,B --format=JobID,ElapsedRaw,AllocTRES,End > sacct_usage.txt
