@@ -137,6 +137,22 @@ class JobUsage:
 
 
 @dataclass(frozen=True)
+class StartEstimate:
+    """When and where the scheduler expects a job to start, asked without submitting it."""
+
+    start: Optional[float] = None         # epoch seconds; None: see ``reason``
+    nodes: Optional[str] = None
+    partition: Optional[str] = None
+    reason: Optional[str] = None          # why there is no start time
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    nodes: Optional[int] = None                                   # TotalNodes
+    billing_weights: Mapping[str, str] = field(default_factory=dict)   # TRESBillingWeights
+
+
+@dataclass(frozen=True)
 class JobOwner:
     """Which scheduler runs a job: the kind of backend ("slurm" for the CLI and pyslurm alike,
     "local") and where (the Slurm cluster's name, the local machine's host name; "" when it could
@@ -207,10 +223,19 @@ class Scheduler(abc.ABC):
         """What a finished job used, or None where the backend cannot say (yet)."""
         return None
 
+    def estimate_start(self, request: JobRequest) -> StartEstimate:
+        """When ``request`` would start, without submitting it."""
+        return StartEstimate(reason=f"the {self.name} backend cannot tell when a job would start")
+
+    def partition_info(self, partition: Optional[str]) -> Optional[PartitionInfo]:
+        """What the scheduler says of ``partition`` (None: the default one), None if nothing."""
+        return None
+
     def partition_nodes(self, partition: Optional[str]) -> Optional[int]:
         """How many nodes ``partition`` (None: the default one) has, or None when unknown: a
         job asking for more would wait forever, so a launch is refused instead."""
-        return None
+        info = self.partition_info(partition)
+        return info.nodes if info else None
 
     def describe(self) -> dict:
         return {"name": self.name, "calls": self.calls}

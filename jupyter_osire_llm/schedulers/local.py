@@ -31,6 +31,7 @@ from .base import (
     JobRequest,
     JobState,
     JobUsage,
+    PartitionInfo,
     Scheduler,
     exit_file_info,
     job_environment,
@@ -171,8 +172,8 @@ def info_from_state(job: Job, state: dict) -> JobInfo:
 class LocalScheduler(Scheduler):
     name = "local"
 
-    def partition_nodes(self, partition: Optional[str]) -> Optional[int]:
-        return 1    # this machine
+    def partition_info(self, partition: Optional[str]) -> Optional[PartitionInfo]:
+        return PartitionInfo(nodes=1)    # this machine
 
     def job_usage(self, job: Job) -> Optional[JobUsage]:
         """Elapsed time from the job's own record; no billing, GPUs from the record's request."""

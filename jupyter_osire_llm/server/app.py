@@ -121,6 +121,14 @@ class OsireLLM(ExtensionApp):
                      "{'memory': '40G', 'per_node': 4}}. With them the catalog says which "
                      "requests hold each model, and a launch whose GPUs cannot hold its model "
                      "is refused (unless it says force).")
+    billing_price = Float(0.0, config=True, help="Price of one billing unit for one hour (what "
+                          "Slurm's billing TRES counts, from the partition's TRESBillingWeights); "
+                          "0: estimates give units only.")
+    billing_currency = Unicode("", config=True, help="The currency of billing_price (e.g. EUR).")
+    confirm_start_after = Float(900.0, config=True, help="Seconds: a launch from the CLI or "
+                                "the magics whose estimated start is later asks first.")
+    confirm_cost = Float(0.0, config=True, help="A launch whose estimate costs more (price where "
+                         "billing_price is set, else billing unit-hours) asks first; 0: never.")
     log_level_name = CaselessStrEnum(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], "INFO",
                                      config=True, help="Log level of the extension's logger "
                                      "(also settable at run time: PUT /osire/api/admin).")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..batches.service import BatchService
 from ..core.catalog import Catalog
+from ..deployments.estimate import Estimator
 from ..deployments.monitor import Monitor
 from ..deployments.on_demand import OnDemand
 from ..deployments.policies import Policies
@@ -30,3 +31,4 @@ class OsireContext:
     on_demand: OnDemand            # launch on demand
     probes: EngineProbes           # engine endpoint files and health
     monitor: Monitor
+    estimator: Estimator           # what a launch would cost and when it would start

@@ -48,6 +48,10 @@ class OsireSettings:
     max_batch_file_size: int = 200 * 1024 * 1024
     file_expiry_days: float = 30.0
     gpu_types: dict[str, Any] = field(default_factory=dict)
+    billing_price: float = 0.0
+    billing_currency: str = ""
+    confirm_start_after: float = 900.0
+    confirm_cost: float = 0.0
 
     @classmethod
     def read(cls, config: object) -> OsireSettings:

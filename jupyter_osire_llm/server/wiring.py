@@ -18,6 +18,7 @@ from ..core.limits import SiteLimits
 from ..core.model_sizes import ModelSizes
 from ..core.render import ScriptRenderer
 from ..core.store import Store
+from ..deployments.estimate import EstimateConfig, Estimator
 from ..deployments.monitor import Monitor
 from ..deployments.on_demand import OnDemand
 from ..deployments.policies import Policies
@@ -74,7 +75,11 @@ def build_context(settings: OsireSettings, *, scheduler: Optional[Scheduler] = N
                         catalog=catalog, service=service, batches=batches, router=router,
                         proxy=proxy, policies=policies,
                         on_demand=OnDemand(service, router, policy, clock=timing.clock),
-                        probes=probes, monitor=monitor)
+                        probes=probes, monitor=monitor,
+                        estimator=Estimator(service, EstimateConfig(
+                            settings.billing_price or None, settings.billing_currency,
+                            settings.confirm_start_after, settings.confirm_cost),
+                            clock=timing.clock))
 
 
 def read_catalog(path: str, log: logging.Logger) -> Catalog:

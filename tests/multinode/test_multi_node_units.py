@@ -16,7 +16,7 @@ from jupyter_osire_llm.core.render import ScriptContext, ScriptRenderer, engine_
 from jupyter_osire_llm.deployments.states import Replica, failure_reason
 from jupyter_osire_llm.errors import RequestError
 from jupyter_osire_llm.schedulers.base import JobInfo, JobState
-from jupyter_osire_llm.schedulers.slurm.parse import parse_partition_nodes
+from jupyter_osire_llm.schedulers.slurm.parse import parse_partition
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
 CATALOG = {"engines": {"vllm": {"command": "vllm serve", "worker_command": "/opt/w serve"},
@@ -91,9 +91,11 @@ def test_each_rank_s_log_in_rank_order(tmp_path):
 def test_the_partition_s_node_count_from_real_scontrol_output():
     two = (DATA / "scontrol_partition_two_nodes.txt").read_text()
     one = (DATA / "scontrol_partition_one_node.txt").read_text()
-    assert parse_partition_nodes(two, None) == 2 and parse_partition_nodes(two, "debug") == 2
-    assert parse_partition_nodes(one, None) == 1
-    assert parse_partition_nodes(two, "gpu") is None and parse_partition_nodes("", None) is None
+    assert parse_partition(two, None).nodes == 2 and parse_partition(two, "debug").nodes == 2
+    assert parse_partition(one, None).nodes == 1
+    assert parse_partition(one, None).billing_weights == {"cpu": "1.0", "mem": "0.25G",
+                                                          "gres/gpu": "2.0"}
+    assert parse_partition(two, "gpu") is None and parse_partition("", None) is None
 
 
 def test_an_engine_that_cannot_span_nodes_and_a_multi_node_batch_are_refused(tmp_path):

@@ -16,13 +16,14 @@ import time
 from typing import Any, Optional, Sequence
 
 from ... import errors
-from ..base import (SCRIPT_FILE, Job, JobInfo, JobOwner, JobRequest, JobUsage, Scheduler,
-                    job_environment, with_exit_trap)
+from ..base import (SCRIPT_FILE, Job, JobInfo, JobOwner, JobRequest, JobUsage, PartitionInfo,
+                    Scheduler, StartEstimate, job_environment, with_exit_trap)
 from .commands import (SCONTROL_CONFIG, Completed, installed, run_command, sacct_command,
                        sbatch_command, scancel_command, scancel_named_command,
-                       scontrol_job_command, squeue_command, timeout_error)
+                       scontrol_job_command, squeue_command, test_only_command,
+                       timeout_error)
 from .parse import (classify_failure, conf_cluster_name, parse_cluster_name, parse_job_usage,
-                    parse_partition_nodes, parse_sacct,
+                    parse_partition, parse_sacct, parse_test_only,
                     parse_sbatch, parse_scontrol_job, parse_squeue)
 from .reconcile import ACCOUNTING_GRACE, ExitDetails, Listing, Reconciler
 
@@ -44,7 +45,7 @@ class SlurmCLI(Scheduler):
         self._exit_details = ExitDetails(self._scontrol_job)
         self.reconciler = Reconciler(self.user, self._sacct, log=self._log_sacct,
                                      grace=sacct_grace, finish=self._exit_details.complete)
-        self._partition_nodes: dict[Optional[str], tuple[float, Optional[int]]] = {}
+        self._partitions: dict[Optional[str], tuple[float, Optional[PartitionInfo]]] = {}
 
     def job_usage(self, job: Job) -> Optional[JobUsage]:
         """Elapsed time, billing and GPUs of a finished job from accounting (one ``sacct`` per
@@ -57,10 +58,17 @@ class SlurmCLI(Scheduler):
             return None
         return parse_job_usage(result.stdout, job.id) if result.returncode == 0 else None
 
-    def partition_nodes(self, partition: Optional[str]) -> Optional[int]:
-        """``TotalNodes`` from ``scontrol show partition -o`` (one call per partition every
-        5 minutes at most); None when Slurm does not say."""
-        cached = self._partition_nodes.get(partition)
+    def estimate_start(self, request: JobRequest) -> StartEstimate:
+        """``sbatch --test-only``: Slurm's expected start and nodes; a request Slurm refuses
+        raises SubmitRejected as a submission would."""
+        result = self._run(test_only_command(request), "sbatch", stdin=request.script)
+        if result.returncode != 0:
+            raise classify_failure(result, "sbatch")
+        return parse_test_only(result.stderr + result.stdout)
+
+    def partition_info(self, partition: Optional[str]) -> Optional[PartitionInfo]:
+        """``scontrol show partition -o`` (one call per partition every 5 minutes at most)."""
+        cached = self._partitions.get(partition)
         if cached and time.monotonic() - cached[0] < PARTITION_TTL:
             return cached[1]
         try:
@@ -68,10 +76,9 @@ class SlurmCLI(Scheduler):
                 [partition] if partition else [])], "scontrol")
         except errors.SchedulerError:
             return None
-        nodes = parse_partition_nodes(result.stdout, partition) if result.returncode == 0 \
-            else None
-        self._partition_nodes[partition] = (time.monotonic(), nodes)
-        return nodes
+        info = parse_partition(result.stdout, partition) if result.returncode == 0 else None
+        self._partitions[partition] = (time.monotonic(), info)
+        return info
 
     def describe(self) -> dict[str, Any]:
         """What the admin page shows; the owner is the one read at start-up (describing the
@@ -94,11 +101,12 @@ class SlurmCLI(Scheduler):
 
     # -- running commands
 
-    def _run(self, argv: list[str], action: str, env: Optional[dict[str, str]] = None) -> Completed:
+    def _run(self, argv: list[str], action: str, env: Optional[dict[str, str]] = None,
+             stdin: Optional[str] = None) -> Completed:
         """Run one Slurm command, with a controlled environment unless ``env`` is given."""
         self.count_call(argv[0])
         try:
-            return run_command(argv, self.command_timeout, env)
+            return run_command(argv, self.command_timeout, env, stdin)
         except subprocess.TimeoutExpired as exc:
             self.count_call("scontrol")    # the ping that tells down from slow
             raise timeout_error(action, self.command_timeout) from exc

@@ -49,6 +49,13 @@ def sbatch_command(request: JobRequest, script_path: Path) -> list[str]:
     return argv + resource_options(request.resources) + [str(script_path)]
 
 
+def test_only_command(request: JobRequest) -> list[str]:
+    """``sbatch --test-only``: when and where the request would start; the script comes on
+    stdin, nothing is submitted."""
+    return ["sbatch", "--test-only", f"--job-name={request.name}"] + \
+        resource_options(request.resources)
+
+
 def resource_options(res: Resources) -> list[str]:
     opts = [f"--nodes={res.nodes}"]
     if res.gpus:
@@ -97,13 +104,15 @@ def installed(command: str) -> bool:
 
 
 def run_command(argv: list[str], timeout: float,
-                env: Optional[dict[str, str]] = None) -> Completed:
-    """Run one Slurm command, with a controlled environment unless ``env`` is given. Raises
-    ``SchedulerUnavailable`` when it is not installed, ``subprocess.TimeoutExpired`` as is."""
+                env: Optional[dict[str, str]] = None, stdin: Optional[str] = None) -> Completed:
+    """Run one Slurm command, with a controlled environment unless ``env`` is given and
+    ``stdin`` as its input. Raises ``SchedulerUnavailable`` when it is not installed,
+    ``subprocess.TimeoutExpired`` as is."""
     try:
         proc = subprocess.run(argv, capture_output=True, text=True,
                               env=env if env is not None else command_environment(os.environ),
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+                              timeout=timeout, input=stdin,
+                              stdin=subprocess.DEVNULL if stdin is None else None)
     except FileNotFoundError as exc:
         raise errors.SchedulerUnavailable(f"{argv[0]} is not installed or not on PATH") from exc
     return Completed(proc.returncode, proc.stdout, proc.stderr)

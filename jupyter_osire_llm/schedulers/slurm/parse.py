@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from ... import errors
-from ..base import JobInfo, JobState, JobUsage
+from ..base import JobInfo, JobState, JobUsage, PartitionInfo, StartEstimate
 from .commands import Completed
 from .reconcile import Listing, pick_by_folder
 
@@ -214,16 +214,32 @@ def conf_cluster_name(env: Mapping[str, str]) -> Optional[str]:
         return None
 
 
-def parse_partition_nodes(text: str, partition: Optional[str]) -> Optional[int]:
-    """``TotalNodes`` of ``partition`` (None: the ``Default=YES`` one) in ``scontrol show
-    partition -o`` output, one partition per line."""
+def parse_partition(text: str, partition: Optional[str]) -> Optional[PartitionInfo]:
+    """``partition`` (None: the ``Default=YES`` one) in ``scontrol show partition -o`` output,
+    one partition per line: its ``TotalNodes`` and ``TRESBillingWeights``."""
     for line in text.splitlines():
         fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
         if (fields.get("PartitionName") == partition) if partition else \
                 fields.get("Default") == "YES":
             total = fields.get("TotalNodes", "")
-            return int(total) if total.isdigit() else None
+            return PartitionInfo(nodes=int(total) if total.isdigit() else None,
+                                 billing_weights=parse_tres(fields.get("TRESBillingWeights", "")))
     return None
+
+
+_TEST_ONLY = re.compile(r"Job \d+ to start at (?P<start>\S+) using \d+ processors on nodes "
+                        r"(?P<nodes>\S+) in partition (?P<partition>\S+)")
+
+
+def parse_test_only(text: str) -> StartEstimate:
+    """``sbatch --test-only``'s answer: "sbatch: Job 7 to start at 2026-12-04T19:05:12 using 2
+    processors on nodes vm in partition debug"."""
+    found = _TEST_ONLY.search(text)
+    if not found:
+        return StartEstimate(reason=f"Slurm gave no start time: {text.strip()[:300]!r}")
+    start = parse_time(found["start"])
+    return StartEstimate(start=start, nodes=found["nodes"], partition=found["partition"],
+                         reason=None if start else f"Slurm's start time {found['start']!r}")
 
 
 def parse_tres(text: str) -> dict[str, str]:

@@ -61,6 +61,20 @@ class DeploymentsHandler(OsireHandler):
         self.write_json(self.deployment_json(deployment), status=201)
 
 
+class EstimateHandler(OsireHandler):
+    """What a launch of this body would cost and when it would start; submits nothing."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        body = self.json_body()
+        unknown = sorted(set(body) - {"model", "replicas", "resources", "idle_timeout",
+                                      "pinned", "force"})
+        if unknown:
+            raise RequestError(f"unknown field(s) {', '.join(unknown)}", field=unknown[0])
+        self.osire.policies.launch_options(body)   # refused here as a launch would refuse it
+        self.write_json(await self.osire.estimator.estimate(body))
+
+
 class DeploymentHandler(OsireHandler):
     @web.authenticated
     def get(self, deployment_id: str) -> None:
@@ -131,6 +145,7 @@ API_HANDLERS = [
     (r"/osire/api/health", HealthHandler),
     (r"/osire/api/catalog", CatalogHandler),
     (r"/osire/api/deployments", DeploymentsHandler),
+    (r"/osire/api/deployments/estimate", EstimateHandler),
     (rf"/osire/api/deployments/{_ID}", DeploymentHandler),
     (rf"/osire/api/deployments/{_ID}/logs", LogsHandler),
     (r"/osire/api/admin", AdminHandler),
