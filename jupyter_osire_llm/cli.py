@@ -54,8 +54,10 @@ from ._client.commands import (
     deleted_line,
     deployment_line,
     deployments_table,
+    estimate_text,
     launch_resources,
     models_table,
+    reason_to_ask,
     scaled_line,
 )
 
@@ -176,6 +178,15 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         info = api.server.public()
         emit(info, info["openai_base_url"])
     elif command == "launch":
+        if args.estimate or not args.yes:
+            e = api.estimate(args.model, replicas=args.replicas, resources=launch_resources(args))
+            if args.estimate:
+                emit(e, estimate_text(e))
+                return OK
+            why = reason_to_ask(e, args.force)
+            if why and not _confirmed(why, estimate_text(e), err):
+                err.write(f"not launched: {why} (--yes launches anyway)\n")
+                return REFUSED
         d = api.launch(args.model, replicas=args.replicas, resources=launch_resources(args),
                        force=args.force)
         if not args.wait:
@@ -206,6 +217,16 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         emit({"id": deployment_id, "replicas": replicas}, "\n".join(
             line for r in replicas for line in r["lines"]))
     return OK
+
+
+def _confirmed(why: str, estimate: str, err: TextIO) -> bool:
+    """Ask on a terminal whether to launch anyway; elsewhere (a script) the answer is no."""
+    err.write(estimate + "\n")
+    if not (sys.stdin.isatty() and err.isatty()):
+        return False
+    err.write(f"{why}. Launch anyway? [y/N] ")
+    err.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def _wait(api: OsireClient, ref: str, args: argparse.Namespace, out: TextIO,

@@ -45,9 +45,11 @@ from ._client.commands import (
     deployment_line,
     deployments_html,
     deployments_table,
+    estimate_text,
     launch_resources,
     models_html,
     models_table,
+    reason_to_ask,
     scaled_line,
 )
 
@@ -117,6 +119,17 @@ class OsireMagics(Magics):
         _show(deployments_table(deployments), deployments_html(deployments))
 
     def _launch(self, args: argparse.Namespace) -> None:
+        if args.estimate or not args.yes:
+            e = self.api.estimate(args.model, replicas=args.replicas,
+                                  resources=launch_resources(args))
+            why = reason_to_ask(e, args.force)
+            if args.estimate or why:
+                print(estimate_text(e))
+            if args.estimate:
+                return
+            if why:   # a notebook cannot be asked mid-cell: the same line with --yes launches
+                print(f"not launched: {why}. Run it again with --yes to launch anyway.")
+                return
         d = self.api.launch(args.model, replicas=args.replicas, resources=launch_resources(args),
                             force=args.force)
         if args.wait:

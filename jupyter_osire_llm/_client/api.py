@@ -87,6 +87,15 @@ class OsireClient:
             body["force"] = True
         return self.request("POST", "deployments", body)
 
+    def estimate(self, model: str, *, replicas: int = 1,
+                 resources: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        """What launching would cost and when it would start (nothing is submitted): ``fits``,
+        ``within_limits``, ``start``, ``gpu_hours``, ``billing``, ``summary``, ``confirm``."""
+        body: dict[str, Any] = {"model": model, "replicas": replicas}
+        if resources:
+            body["resources"] = resources
+        return self.request("POST", "deployments/estimate", body)
+
     def stop(self, deployment_id: str) -> dict[str, Any]:
         return self.request("DELETE", f"deployments/{_quote(deployment_id)}")
 

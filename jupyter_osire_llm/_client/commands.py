@@ -71,6 +71,11 @@ VERBS: dict[str, Verb] = {
           for name, kind in LAUNCH_FLAGS),
         arg("--force", action="store_true",
             help="launch even where the model's size says these GPUs cannot hold it"),
+        arg("--estimate", action="store_true",
+            help="print when it would start and what it would cost, and launch nothing"),
+        arg("-y", "--yes", action="store_true",
+            help="launch without asking, even where the estimate says it starts late or "
+                 "costs more than the site's threshold"),
         arg("--wait", action="store_true", help="wait until the model is ready"),
         arg("--timeout", type=float, help="with --wait: give up waiting after S seconds"))),
     "stop": Verb("stop a deployment, or a model's", (_REF,)),
@@ -221,6 +226,25 @@ def batches_table(batches: list[dict[str, Any]], now: Optional[float] = None) ->
                      age(now - b["created_at"]), extra.get("reason") or ""])
     return table(rows, ["ID", "MODEL", "STATUS", "DONE", "JOB", "AGE", "REASON"]) if rows \
         else "no batches"
+
+
+def estimate_text(e: Mapping[str, Any]) -> str:
+    """An estimate in a few lines: the summary, then what does not fit or is over a limit."""
+    lines = [f"{e['model']}: {e.get('summary') or ''}".rstrip()]
+    if e.get("start") is None and e.get("start_reason"):
+        lines.append(f"  start: {e['start_reason']}")
+    if e.get("fits") is False:
+        lines.append(f"  does not fit: {e.get('fit_reason')}")
+    if e.get("within_limits") is False:
+        lines.append(f"  over a site limit: {e.get('limits_reason')}")
+    return "\n".join(lines)
+
+
+def reason_to_ask(e: Mapping[str, Any], force: bool) -> Optional[str]:
+    """Why to ask before launching (None: go ahead); ``--force`` answers a size refusal."""
+    if force and e.get("fits") is False:
+        return None if e.get("confirm") == e.get("fit_reason") else e.get("confirm")
+    return e.get("confirm")
 
 
 def deployment_line(d: dict[str, Any]) -> str:
