@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from tornado import web
 
@@ -41,6 +42,18 @@ class CatalogHandler(OsireHandler):
         self.write_json({"models": described, "problems": catalog.problems})
 
 
+LAUNCH_FIELDS = {"model", "replicas", "resources", "idle_timeout", "pinned", "force"}
+
+
+def launch_body(handler: OsireHandler) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A launch's JSON body (for the launch and its estimate) and its lifecycle options."""
+    body = handler.json_body()
+    unknown = sorted(set(body) - LAUNCH_FIELDS)
+    if unknown:
+        raise RequestError(f"unknown field(s) {', '.join(unknown)}", field=unknown[0])
+    return body, handler.osire.policies.launch_options(body)
+
+
 class DeploymentsHandler(OsireHandler):
     @web.authenticated
     def get(self) -> None:
@@ -49,12 +62,7 @@ class DeploymentsHandler(OsireHandler):
 
     @web.authenticated
     async def post(self) -> None:
-        body = self.json_body()
-        unknown = sorted(set(body) - {"model", "replicas", "resources", "idle_timeout",
-                                      "pinned", "force"})
-        if unknown:
-            raise RequestError(f"unknown field(s) {', '.join(unknown)}", field=unknown[0])
-        options = self.osire.policies.launch_options(body)
+        body, options = launch_body(self)
         deployment = await self.osire.service.launch(body.get("model"), body.get("replicas", 1),
                                                      body.get("resources"),
                                                      force=body.get("force", False), **options)
@@ -66,12 +74,7 @@ class EstimateHandler(OsireHandler):
 
     @web.authenticated
     async def post(self) -> None:
-        body = self.json_body()
-        unknown = sorted(set(body) - {"model", "replicas", "resources", "idle_timeout",
-                                      "pinned", "force"})
-        if unknown:
-            raise RequestError(f"unknown field(s) {', '.join(unknown)}", field=unknown[0])
-        self.osire.policies.launch_options(body)   # refused here as a launch would refuse it
+        body, _ = launch_body(self)   # refused here as a launch would refuse it
         self.write_json(await self.osire.estimator.estimate(body))
 
 
