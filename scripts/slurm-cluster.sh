@@ -116,6 +116,17 @@ make_dirs() {
     chmod 755 "$DIR" "$DIR/etc" "$DIR/munge" "$DIR/gpu"
 }
 
+# What the single-node and the multi-node configs share: process tracking, selection, the
+# scheduler's settings and the fake GPUs.
+select_conf() {
+    printf '%s\n' ProctrackType=proctrack/linuxproc TaskPlugin=task/none SelectType=select/cons_tres \
+        SelectTypeParameters=CR_Core_Memory DefMemPerCPU=1024 JobAcctGatherType=jobacct_gather/none
+}
+sched_conf() {
+    printf '%s\n' SchedulerType=sched/backfill SchedulerParameters=batch_sched_delay=0 KillWait=5 \
+        ReturnToService=2 SlurmdParameters=config_overrides GresTypes=gpu
+}
+
 write_config() {  # writes the config; returns 0 if it changed (or is new), 1 if not
     local user hw acct
     user="$(id -un)"
@@ -155,19 +166,9 @@ SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
 SlurmctldPort=6817
 SlurmdPort=6818
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=1024
-JobAcctGatherType=jobacct_gather/none
+$(select_conf)
 $acct
-SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0
-KillWait=5
-ReturnToService=2
-SlurmdParameters=config_overrides
-GresTypes=gpu
+$(sched_conf)
 AccountingStorageTRES=gres/gpu
 NodeName=$HOST NodeAddr=127.0.0.1 $hw Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP TRESBillingWeights=CPU=1.0,Mem=0.25G,GRES/gpu=2.0
@@ -346,20 +347,10 @@ SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd-%n.log
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=1024
-JobAcctGatherType=jobacct_gather/none
+$(select_conf)
 AccountingStorageType=accounting_storage/none
 MinJobAge=120
-SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0
-KillWait=5
-ReturnToService=2
-SlurmdParameters=config_overrides
-GresTypes=gpu
+$(sched_conf)
 EOF
     for n in $(node_names); do
         echo "NodeName=$n NodeHostname=$n NodeAddr=$(node_addr "$n") $hw Gres=gpu:2 State=UNKNOWN" >> "$CONF.new"
