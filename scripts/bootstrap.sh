@@ -53,9 +53,11 @@ trap 'kill "$engine_pid" 2>/dev/null || true' EXIT      # this script failed: st
 apt_wanted=()
 command -v node >/dev/null && command -v npm >/dev/null || apt_wanted+=(nodejs npm)
 # The tests' own: the sidebar's browser tests, the OOD app's ERB, the Slurm cluster with
-# accounting (scripts/slurm-cluster.sh would install the last ones itself, after this).
+# accounting (scripts/slurm-cluster.sh would install the last ones itself, after this), the
+# two-node cluster's network namespaces (ip, nsenter, unshare).
 if [ "$extras" = "--test" ] && [ "$(id -u)" -eq 0 ]; then
-    apt_wanted+=(chromium ruby slurmctld slurmd slurm-client munge mariadb-server slurmdbd)
+    apt_wanted+=(chromium ruby slurmctld slurmd slurm-client munge mariadb-server slurmdbd
+                 iproute2 util-linux)
 fi
 [ ${#apt_wanted[@]} -eq 0 ] || need_apt "${apt_wanted[@]}"
 
