@@ -38,12 +38,11 @@ class Estimator:
 
     async def estimate(self, body: Mapping[str, Any]) -> dict[str, Any]:
         model, replicas = body.get("model"), body.get("replicas", 1)
-        if not isinstance(model, str) or not model:
-            raise RequestError("'model' is required and must be a string", field="model")
+        entry, _ = await asyncio.to_thread(self.service.launch_entry, model,
+                                           body.get("model_path"), body.get("name"))
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise RequestError(f"'replicas' must be a positive integer, got {replicas!r}",
                                field="replicas")
-        entry = self.service.catalog.get(model)
         asked = parse_resources(body.get("resources"), base=entry.resources)
         wanted, limits_reason = self._limits(asked, replicas)
         if wanted.nodes > 1:   # more nodes than the partition has: refused as a launch is
@@ -55,7 +54,7 @@ class Estimator:
         price = cost(wanted, replicas, info.billing_weights if info else {}, self.config.price,
                      self.config.currency)
         doc: dict[str, Any] = {
-            "model": model, "replicas": replicas,
+            "model": entry.name, "replicas": replicas,
             "resources": {k: v for k, v in vars(wanted).items() if v is not None},
             "fits": fit[0], "fit_reason": fit[1],
             "within_limits": limits_reason is None, "limits_reason": limits_reason,

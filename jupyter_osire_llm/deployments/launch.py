@@ -38,18 +38,18 @@ log = logging.getLogger(__name__)
 
 class Launching(DeploymentRecords):
     async def launch(self, model: Any, replicas: Any = 1, resources: Any = None,
-                     force: Any = False, **policy: Any) -> Deployment:
+                     force: Any = False, model_path: Any = None, name: Any = None,
+                     **policy: Any) -> Deployment:
         """Validate everything, persist, then submit; a rejected launch submits nothing.
         ``force``: launch even where the model's size says its GPUs cannot hold it.
+        ``model_path`` (and ``name``): the user's own model folder, run by ``model``'s engine.
         ``policy``: ``idle_timeout`` and ``pinned``, already checked (policies.launch_options)."""
-        if not isinstance(model, str) or not model:
-            raise RequestError("'model' is required and must be a string", field="model")
+        entry, source = await asyncio.to_thread(self.launch_entry, model, model_path, name)
         if isinstance(replicas, bool) or not isinstance(replicas, int):
             raise RequestError(f"'replicas' must be an integer, got {replicas!r}",
                                field="replicas")
         if not isinstance(force, bool):
             raise RequestError(f"'force' must be true or false, got {force!r}", field="force")
-        entry = self.catalog.get(model)
         wanted = self.limits.apply(parse_resources(resources, base=entry.resources), replicas)
         if not force:
             await asyncio.to_thread(self.sizes.check, entry, wanted)
@@ -63,7 +63,8 @@ class Launching(DeploymentRecords):
                                 self.bind_host)
             scripts.append((job_dir, self.renderer.render(entry, wanted, ctx)))
         deployment = Deployment(
-            id=deployment_id, model=model, created=self.clock(), updated=self.clock(),
+            id=deployment_id, model=entry.name, created=self.clock(), updated=self.clock(),
+            base_model=model if source else None, source=source,
             resources={k: v for k, v in vars(wanted).items() if v is not None},
             replicas=tuple(Replica(index=i, folder=str(d), owner=self.owner.key)
                            for i, (d, _) in enumerate(scripts)),
@@ -152,7 +153,10 @@ class Launching(DeploymentRecords):
         return bool(recorded and recorded[0])
 
     def _script(self, deployment: Deployment, index: int) -> tuple[str, Resources]:
-        entry = self.catalog.get(deployment.model)
+        entry = self.entry_of(deployment)
+        if entry is None:
+            raise ConfigError(f"model {deployment.base_model or deployment.model!r} is no longer "
+                              "in the catalog: its replica cannot be submitted again")
         wanted = Resources(**deployment.resources)
         ctx = ScriptContext(deployment.id, index, Path(deployment.replicas[index].folder),
                             self.advertise_host, self.bind_host)

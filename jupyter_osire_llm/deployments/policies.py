@@ -86,7 +86,7 @@ class Policies:
         """The deployment's own, else its catalog entry's, else the site's (0: never)."""
         if d.idle_timeout is not None:
             return d.idle_timeout
-        entry = self.service.catalog.models.get(d.model)
+        entry = self.service.entry_of(d)
         if entry is not None and entry.idle_timeout is not None:
             return entry.idle_timeout
         return self.config.idle_timeout
@@ -94,13 +94,13 @@ class Policies:
     def startup_timeout(self, d: Deployment) -> float:
         """Seconds a replica's job may run before its engine is ready: the catalog entry's,
         else the site's."""
-        entry = self.service.catalog.models.get(d.model)
+        entry = self.service.entry_of(d)
         if entry is not None and entry.startup_timeout is not None:
             return entry.startup_timeout
         return self.config.startup_timeout
 
     def pinned(self, d: Deployment) -> bool:
-        entry = self.service.catalog.models.get(d.model)
+        entry = self.service.entry_of(d)
         return d.pinned or bool(entry is not None and entry.pinned)
 
     def idle_since(self, d: Deployment) -> Optional[float]:

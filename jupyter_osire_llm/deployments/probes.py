@@ -103,7 +103,8 @@ class EngineProbes:
         """A starting replica: ``/health``, then (unless its engine says ``readiness: health``)
         a one-token completion with the replica's key; ready only when both pass."""
         healthy = await self._healthy(url, fingerprint)
-        entry = self.service.catalog.models.get(model)
+        deployment = self.service.records.items.get(deployment_id)
+        entry = self.service.entry_of(deployment) if deployment else None
         if healthy and (entry is None or entry.engine.readiness == "completion"):
             key = self.service.replica_key(deployment_id, index)
             healthy = await self._request(

@@ -12,18 +12,19 @@ import socket
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
-from ..core.catalog import Catalog
+from ..core.catalog import Catalog, ModelEntry
 from ..core.jobfiles import read_key
 from ..core.limits import SiteLimits
 from ..core.model_sizes import ModelSizes
 from ..core.records import CancelRetry, KeepsRecords, RecordMirror
 from ..core.render import ScriptRenderer
 from ..core.store import FENCE, Check, Store
-from ..errors import NotFound, SchedulerError
+from ..errors import NotFound, RequestError, SchedulerError
 from ..schedulers.base import Job, JobOwner, Scheduler
 from .states import STOPPED, Deployment, Replica, deployment_state
+from .user_models import UserModels, entry_of
 
 log = logging.getLogger(__name__)
 Change = Callable[[Deployment], Deployment]
@@ -38,10 +39,11 @@ class DeploymentRecords(KeepsRecords[Deployment]):
                  advertise_host: str = "", bind_host: str = "0.0.0.0", keep_finished: int = 50,
                  lost_grace: float = 60.0, cancel_retry: float = 5.0,
                  server_id: Optional[str] = None, on_failure: Optional[FailureHook] = None,
-                 sizes: Optional[ModelSizes] = None,
+                 sizes: Optional[ModelSizes] = None, user_models: Optional[UserModels] = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.catalog, self.limits, self.scheduler = catalog, limits, scheduler
         self.sizes = sizes or ModelSizes()
+        self.user_models = user_models or UserModels()
         self.renderer, self.job_root = renderer, job_root
         self.advertise_host, self.bind_host, self.clock = advertise_host, bind_host, clock
         self.keep_finished, self.lost_grace, self.cancel_retry = \
@@ -71,6 +73,25 @@ class DeploymentRecords(KeepsRecords[Deployment]):
     def _launching(self) -> set[str]:
         """Deployments this server is submitting jobs for right now."""
         return self.records.submitting
+
+    def entry_of(self, deployment: Deployment) -> Optional[ModelEntry]:
+        """The catalog entry the deployment runs (a user's folder: its base serving it)."""
+        return entry_of(self.catalog, deployment.model, deployment.base_model, deployment.source)
+
+    def launch_entry(self, model: Any, model_path: Any = None,
+                     name: Any = None) -> tuple[ModelEntry, Optional[dict[str, Any]]]:
+        """What a launch runs: the catalog's ``model``, or its engine on the user's folder
+        (checked) with the folder's provenance."""
+        if not isinstance(model, str) or not model:
+            raise RequestError("'model' is required and must be a string", field="model")
+        base = self.catalog.get(model)
+        if model_path is None:
+            if name is not None:
+                raise RequestError("'name' goes with 'model_path' (your own model folder)",
+                                   field="name")
+            return base, None
+        entry, user = self.user_models.entry(base, model_path, name, self.catalog)
+        return entry, user.source()
 
     def all(self) -> list[Deployment]:
         return list(self.records.items.values())

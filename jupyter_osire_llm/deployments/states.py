@@ -109,6 +109,9 @@ class Deployment:
     pinned: bool = False                 # exempt from idle shutdown
     last_used: Optional[float] = None    # end of the last inference request (persisted ~1/min)
     note: Optional[str] = None           # why a policy cannot proceed (a limit), or None
+    # A user's own model folder served by a catalog model's engine (user_models.py)
+    base_model: Optional[str] = None     # the catalog model it borrows engine and resources from
+    source: Optional[dict[str, Any]] = None   # {"path", "sha256"} of the user's folder
 
     @property
     def live(self) -> bool:
@@ -118,7 +121,8 @@ class Deployment:
         return {"id": self.id, "model": self.model, "state": self.state, "reason": self.reason,
                 "created": self.created, "updated": self.updated, "resources": self.resources,
                 "stop_requested": self.stop_requested, "stop_reason": self.stop_reason,
-                "pinned": self.pinned, "note": self.note,
+                "pinned": self.pinned, "note": self.note, "base_model": self.base_model,
+                "source": self.source,
                 "restarts": sum(r.restarts for r in self.replicas),
                 "failures": [f for r in self.replicas for f in r.failures],
                 "replicas": [r.to_json(now) for r in self.replicas]}

@@ -129,6 +129,10 @@ class OsireLLM(ExtensionApp):
                                 "the magics whose estimated start is later asks first.")
     confirm_cost = Float(0.0, config=True, help="A launch whose estimate costs more (price where "
                          "billing_price is set, else billing unit-hours) asks first; 0: never.")
+    user_models = List(Unicode(), config=True, help="Folders (prefixes; $USER and ~ are the "
+                       "user's) under which users may launch their own model folders with a "
+                       "catalog model's engine and resources (launch 'model_path'); empty: "
+                       "users launch catalog models only.")
     log_level_name = CaselessStrEnum(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], "INFO",
                                      config=True, help="Log level of the extension's logger "
                                      "(also settable at run time: PUT /osire/api/admin).")

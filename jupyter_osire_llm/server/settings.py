@@ -52,6 +52,7 @@ class OsireSettings:
     billing_currency: str = ""
     confirm_start_after: float = 900.0
     confirm_cost: float = 0.0
+    user_models: list[str] = field(default_factory=list)
 
     @classmethod
     def read(cls, config: object) -> OsireSettings:

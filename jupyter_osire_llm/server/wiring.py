@@ -26,6 +26,7 @@ from ..deployments.policy_config import PolicyConfig
 from ..deployments.probes import EngineProbes
 from ..deployments.restarts import RestartRule
 from ..deployments.service import DeploymentService
+from ..deployments.user_models import UserModels
 from ..deployments.watch import DeploymentWatch
 from ..errors import ConfigError
 from ..proxy.router import Router
@@ -119,7 +120,8 @@ def deployment_service(s: OsireSettings, scheduler: Scheduler, catalog: Catalog,
         limits=limits, advertise_host=s.engine_host or ("127.0.0.1" if local else ""),
         bind_host="127.0.0.1" if local else "0.0.0.0", keep_finished=s.keep_finished,
         lost_grace=timing.lost_grace, cancel_retry=timing.cancel_retry, server_id=server_id,
-        on_failure=restarts.on_failure, sizes=ModelSizes(gpu_types), clock=timing.clock)
+        on_failure=restarts.on_failure, sizes=ModelSizes(gpu_types),
+        user_models=UserModels(s.user_models), clock=timing.clock)
 
 
 def batch_service(s: OsireSettings, service: DeploymentService, timing: Timing) -> BatchService:

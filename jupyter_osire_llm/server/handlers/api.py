@@ -42,7 +42,8 @@ class CatalogHandler(OsireHandler):
         self.write_json({"models": described, "problems": catalog.problems})
 
 
-LAUNCH_FIELDS = {"model", "replicas", "resources", "idle_timeout", "pinned", "force"}
+LAUNCH_FIELDS = {"model", "replicas", "resources", "idle_timeout", "pinned", "force",
+                 "model_path", "name"}
 
 
 def launch_body(handler: OsireHandler) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -65,7 +66,9 @@ class DeploymentsHandler(OsireHandler):
         body, options = launch_body(self)
         deployment = await self.osire.service.launch(body.get("model"), body.get("replicas", 1),
                                                      body.get("resources"),
-                                                     force=body.get("force", False), **options)
+                                                     force=body.get("force", False),
+                                                     model_path=body.get("model_path"),
+                                                     name=body.get("name"), **options)
         self.write_json(self.deployment_json(deployment), status=201)
 
 
