@@ -56,6 +56,7 @@ from ._client.commands import (
     deployments_table,
     estimate_text,
     launch_resources,
+    own_model,
     models_table,
     reason_to_ask,
     scaled_line,
@@ -179,7 +180,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         emit(info, info["openai_base_url"])
     elif command == "launch":
         if args.estimate or not args.yes:
-            e = api.estimate(args.model, replicas=args.replicas, resources=launch_resources(args))
+            e = api.estimate(args.model, replicas=args.replicas,
+                             resources=launch_resources(args), **own_model(args))
             if args.estimate:
                 emit(e, estimate_text(e))
                 return OK
@@ -188,7 +190,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
                 err.write(f"not launched: {why} (--yes launches anyway)\n")
                 return REFUSED
         d = api.launch(args.model, replicas=args.replicas, resources=launch_resources(args),
-                       force=args.force)
+                       force=args.force, **own_model(args))
         if not args.wait:
             emit(d, deployment_line(d))
         else:

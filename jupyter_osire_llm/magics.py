@@ -47,6 +47,7 @@ from ._client.commands import (
     deployments_table,
     estimate_text,
     launch_resources,
+    own_model,
     models_html,
     models_table,
     reason_to_ask,
@@ -121,7 +122,7 @@ class OsireMagics(Magics):
     def _launch(self, args: argparse.Namespace) -> None:
         if args.estimate or not args.yes:
             e = self.api.estimate(args.model, replicas=args.replicas,
-                                  resources=launch_resources(args))
+                                  resources=launch_resources(args), **own_model(args))
             why = reason_to_ask(e, args.force)
             if args.estimate or why:
                 print(estimate_text(e))
@@ -131,7 +132,7 @@ class OsireMagics(Magics):
                 print(f"not launched: {why}. Run it again with --yes to launch anyway.")
                 return
         d = self.api.launch(args.model, replicas=args.replicas, resources=launch_resources(args),
-                            force=args.force)
+                            force=args.force, **own_model(args))
         if args.wait:
             self._wait_for(d["id"], args.timeout)
         else:

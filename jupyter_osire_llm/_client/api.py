@@ -70,6 +70,11 @@ class OsireClient:
     def models(self) -> list[dict[str, Any]]:
         return _items(self.request("GET", "catalog"), "models")
 
+    def usage(self, since: Optional[str] = None) -> dict[str, Any]:
+        """Requests, tokens, GPU hours and billing per model and UTC day since ``since``
+        (``YYYY-MM-DD``; default: 30 days back): ``{"since", "usage": [rows], "totals"}``."""
+        return self.request("GET", "usage", params={"since": since} if since else None)
+
     def deployments(self) -> list[dict[str, Any]]:
         return _items(self.request("GET", "deployments"), "deployments")
 
@@ -77,10 +82,13 @@ class OsireClient:
         return self.request("GET", f"deployments/{_quote(deployment_id)}")
 
     def launch(self, model: str, *, replicas: int = 1,
-               resources: Optional[dict[str, Any]] = None, force: bool = False
-               ) -> dict[str, Any]:
-        """``force``: launch even where the model's size says the GPUs cannot hold it."""
-        body: dict[str, Any] = {"model": model, "replicas": replicas}
+               resources: Optional[dict[str, Any]] = None, force: bool = False,
+               model_path: Optional[str] = None, name: Optional[str] = None) -> dict[str, Any]:
+        """``force``: launch even where the model's size says the GPUs cannot hold it.
+        ``model_path`` (and ``name``): your own model folder, run with ``model``'s engine."""
+        body: dict[str, Any] = {"model": model, "replicas": replicas,
+                                **({"model_path": model_path} if model_path else {}),
+                                **({"name": name} if name else {})}
         if resources:
             body["resources"] = resources
         if force:
@@ -88,10 +96,13 @@ class OsireClient:
         return self.request("POST", "deployments", body)
 
     def estimate(self, model: str, *, replicas: int = 1,
-                 resources: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                 resources: Optional[dict[str, Any]] = None, model_path: Optional[str] = None,
+                 name: Optional[str] = None) -> dict[str, Any]:
         """What launching would cost and when it would start (nothing is submitted): ``fits``,
         ``within_limits``, ``start``, ``gpu_hours``, ``billing``, ``summary``, ``confirm``."""
-        body: dict[str, Any] = {"model": model, "replicas": replicas}
+        body: dict[str, Any] = {"model": model, "replicas": replicas,
+                                **({"model_path": model_path} if model_path else {}),
+                                **({"name": name} if name else {})}
         if resources:
             body["resources"] = resources
         return self.request("POST", "deployments/estimate", body)

@@ -71,6 +71,10 @@ VERBS: dict[str, Verb] = {
           for name, kind in LAUNCH_FLAGS),
         arg("--force", action="store_true",
             help="launch even where the model's size says these GPUs cannot hold it"),
+        arg("--model-path", dest="model_path", metavar="FOLDER",
+            help="your own model folder, run with MODEL's engine and resources (where the site "
+                 "allows it)"),
+        arg("--name", help="with --model-path: the name to call it by (default: the folder's)"),
         arg("--estimate", action="store_true",
             help="print when it would start and what it would cost, and launch nothing"),
         arg("-y", "--yes", action="store_true",
@@ -143,6 +147,12 @@ def _add_args(p: argparse.ArgumentParser, args: list[Arg], front: str) -> None:
         if a.exclusive:
             group = target = group or p.add_mutually_exclusive_group()
         target.add_argument(*a.names, help=_help(a.help, front), **a.settings)
+
+
+def own_model(args: argparse.Namespace) -> dict[str, Any]:
+    """``model_path`` and ``name`` of a launch of the user's own folder (empty otherwise)."""
+    return {k: getattr(args, k) for k in ("model_path", "name")
+            if getattr(args, k, None) is not None}
 
 
 def launch_resources(args: argparse.Namespace) -> dict[str, Any]:

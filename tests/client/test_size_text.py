@@ -31,3 +31,13 @@ def test_launch_takes_force_in_both_front_ends():
         add_verbs(top, front, ["launch"], Parser)
         assert top.parse_args(["launch", "m", "--force"]).force is True
         assert top.parse_args(["launch", "m"]).force is False
+
+
+def test_launch_takes_an_own_model_folder_in_both_front_ends():
+    from jupyter_osire_llm._client.commands import own_model
+    for front in ("cli", "magic"):
+        top = Parser(prog="osire")
+        add_verbs(top, front, ["launch"], Parser)
+        args = top.parse_args(["launch", "base", "--model-path", "/p/run7", "--name", "mine"])
+        assert own_model(args) == {"model_path": "/p/run7", "name": "mine"}
+        assert own_model(top.parse_args(["launch", "base"])) == {}
