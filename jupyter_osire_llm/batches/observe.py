@@ -7,8 +7,9 @@ import asyncio
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Awaitable, Callable, Optional
 
+from ..core.usage_log import EndedJob, requested_gpus
 from ..errors import SchedulerError
 from ..schedulers.base import Job, JobInfo, JobState
 from .record_keeping import BatchRecords
@@ -30,6 +31,9 @@ ENGINE_PHASES = {"engine-failed": "the engine exited or never became healthy",
 
 
 class Observing(BatchRecords):
+    #: Set by the wiring: each job seen to end is recorded there (every run of a batch).
+    usage_sink: Optional[Callable[[EndedJob], Awaitable[None]]] = None
+
     def live_jobs(self) -> list[tuple[str, Job]]:
         return [(b.id, Job(b.job_id, Path(b.folder))) for b in self._batches.values()
                 if b.live and b.job_id and self.owner.owns(b.owner)]
@@ -48,6 +52,12 @@ class Observing(BatchRecords):
             ended = await asyncio.to_thread(ended_run, Path(batch.folder))
             await self._mutate(batch_id, lambda b: _end(b, info, now, *ended)
                                if b.live and b.job_id == info.job_id else b)
+            if self.usage_sink is not None:
+                await self.usage_sink(EndedJob(
+                    job_id=info.job_id, folder=batch.folder, owner=batch.owner,
+                    model=batch.model, of="batch", record=batch_id,
+                    gpus=requested_gpus(batch.resources),
+                    start=info.start_time or batch.in_progress_at, end=info.end_time))
             return
         await self._mutate(batch_id, lambda b: replace(apply_job_info(b, info, now),
                                                        lost_since=None)

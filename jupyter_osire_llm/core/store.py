@@ -43,7 +43,10 @@ Others = Mapping[str, list[dict[str, Any]]]
 #: Sees what else the user holds inside the write transaction; raises to refuse the write.
 Check = Callable[[Others], None]
 #: What a record of each kind is called in the problems reported.
-NOUNS = {"deployments": "deployment", "batches": "batch", "files": "file"}
+NOUNS = {"deployments": "deployment", "batches": "batch", "files": "file",
+         "usage": "usage record"}
+#: The kinds a ``Check`` sees (usage records count against no limit).
+CHECKED = ("deployments", "batches", "files")
 
 
 class Record(NamedTuple):
@@ -145,8 +148,10 @@ class Store:
 
     def _others(self, db: sqlite3.Connection, kind: str, record_id: str) -> Others:
         """Every readable record but the one being written, seen in its transaction."""
-        others: dict[str, list[dict[str, Any]]] = {k: [] for k in NOUNS}
-        for k, i, text in db.execute("SELECT kind, id, doc FROM records ORDER BY created"):
+        others: dict[str, list[dict[str, Any]]] = {k: [] for k in CHECKED}
+        for k, i, text in db.execute("SELECT kind, id, doc FROM records WHERE kind IN "
+                                     f"({', '.join('?' * len(CHECKED))}) ORDER BY created",
+                                     CHECKED):
             if (k, i) != (kind, record_id) and k in others:
                 doc = self._parse(k, i, text)
                 if doc is not None:

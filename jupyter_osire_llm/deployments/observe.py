@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import Awaitable, Callable, Optional
 
 from ..core.logtail import read_tail
+from ..core.usage_log import EndedJob, requested_gpus
 from ..proxy.endpoints import EngineEndpoint
 from ..schedulers.base import Job, JobInfo, JobState
 from .record_keeping import DeploymentRecords, _with_replica
@@ -20,7 +22,14 @@ from .states import (
 )
 
 
+#: Where what each ended job used goes (``core.usage_log.UsageLog.job_ended``).
+UsageSink = Callable[[EndedJob], Awaitable[None]]
+
+
 class Observing(DeploymentRecords):
+    #: Set by the wiring: each job seen to end is recorded there (every replica's, every run).
+    usage_sink: Optional[UsageSink] = None
+
     def live_jobs(self) -> list[tuple[str, Replica, Job]]:
         """The live jobs this server's scheduler runs (not those of another backend or
         cluster sharing the state file)."""
@@ -53,6 +62,13 @@ class Observing(DeploymentRecords):
                 new = self.on_failure(d, old, new)
             return _with_replica(d, new)
         await self._mutate(deployment_id, change)
+        if info.state.terminal and self.usage_sink is not None:
+            await self.usage_sink(EndedJob(
+                job_id=info.job_id, folder=replica.folder, owner=replica.owner,
+                model=deployment.model, of="deployment", record=deployment_id,
+                gpus=requested_gpus(deployment.resources),
+                start=info.start_time or replica.started_at,
+                end=info.end_time or replica.ended_at))
 
     def _lost_confirmed(self, replica: Replica) -> bool:
         """"Vanished" is a verdict from missing evidence: believed only once it has held for

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..batches.service import BatchService
 from ..core.catalog import Catalog
+from ..core.usage_log import UsageLog
 from ..deployments.estimate import Estimator
 from ..deployments.monitor import Monitor
 from ..deployments.on_demand import OnDemand
@@ -31,4 +32,5 @@ class OsireContext:
     on_demand: OnDemand            # launch on demand
     probes: EngineProbes           # engine endpoint files and health
     monitor: Monitor
+    usage: UsageLog                # tokens, GPU hours and billing per model and day
     estimator: Estimator           # what a launch would cost and when it would start

@@ -18,6 +18,7 @@ from ..core.limits import SiteLimits
 from ..core.model_sizes import ModelSizes
 from ..core.render import ScriptRenderer
 from ..core.store import Store
+from ..core.usage_log import UsageLog, UsageWatch
 from ..deployments.estimate import EstimateConfig, Estimator
 from ..deployments.monitor import Monitor
 from ..deployments.on_demand import OnDemand
@@ -31,6 +32,7 @@ from ..deployments.watch import DeploymentWatch
 from ..errors import ConfigError
 from ..proxy.router import Router
 from ..proxy.upstream import ProxyConfig, UpstreamProxy
+from ..proxy.usage import TokenTally
 from ..schedulers import choose_scheduler
 from ..schedulers.base import Scheduler
 from ..sizing.fit import parse_gpu_types
@@ -60,13 +62,15 @@ def build_context(settings: OsireSettings, *, scheduler: Optional[Scheduler] = N
                                  RestartRule(policy, clock=timing.clock))
     batches = batch_service(settings, service, timing)
     router, proxy = data_plane(settings, service, timing, log)
+    usage = usage_log(service, batches, timing)
     policies = Policies(service, router, policy, clock=timing.clock)
     probes = EngineProbes(service, health_interval=timing.health_interval,
                           health_timeout=timing.health_timeout,
                           readiness_timeout=settings.readiness_timeout,
                           clock=timing.monitor_clock)
     monitor = Monitor(scheduler, service.store,
-                      [DeploymentWatch(service, probes), BatchWatch(batches)],
+                      [DeploymentWatch(service, probes), BatchWatch(batches),
+                       UsageWatch(usage)],
                       server_id=service.server_id, owner=service.owner, changed=service.changed,
                       policies=policies, fast_interval=settings.monitor_fast_interval,
                       slow_interval=settings.monitor_slow_interval, tick=timing.monitor_tick,
@@ -76,7 +80,7 @@ def build_context(settings: OsireSettings, *, scheduler: Optional[Scheduler] = N
                         catalog=catalog, service=service, batches=batches, router=router,
                         proxy=proxy, policies=policies,
                         on_demand=OnDemand(service, router, policy, clock=timing.clock),
-                        probes=probes, monitor=monitor,
+                        probes=probes, monitor=monitor, usage=usage,
                         estimator=Estimator(service, EstimateConfig(
                             settings.billing_price or None, settings.billing_currency,
                             settings.confirm_start_after, settings.confirm_cost),
@@ -132,6 +136,15 @@ def batch_service(s: OsireSettings, service: DeploymentService, timing: Timing) 
         concurrency=max(1, s.batch_concurrency), max_file_size=s.max_batch_file_size,
         file_expiry=s.file_expiry_days * 86400, lost_grace=timing.lost_grace,
         retry_delay=timing.batch_retry_delay, clock=timing.clock)
+
+
+def usage_log(service: DeploymentService, batches: BatchService, timing: Timing) -> UsageLog:
+    """What the user used (tokens the proxy counts, what each job used), in the shared state
+    file; the monitor records each job that ends, from both services."""
+    usage = UsageLog(lambda: service.store, TokenTally(clock=timing.clock), service.server_id,
+                     service.scheduler, clock=timing.clock)
+    service.usage_sink = batches.usage_sink = usage.job_ended
+    return usage
 
 
 def data_plane(s: OsireSettings, service: DeploymentService, timing: Timing,

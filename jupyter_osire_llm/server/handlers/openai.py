@@ -18,6 +18,7 @@ from tornado.iostream import StreamClosedError
 from ...errors import MethodNotAllowed, OsireError, RequestError, RequestTooLarge, UpstreamError
 from ...proxy.headers import ENGINE_CSP, upstream_query
 from ...proxy.upstream import UpstreamResponse
+from ...proxy.usage import RequestUsage, plan_usage
 from .base import OsireHandler
 
 Opener = Callable[[], AsyncContextManager[UpstreamResponse]]
@@ -75,8 +76,10 @@ class _RelayHandler(OsireHandler):
         if self._task is not None:
             self._task.cancel()  # the engine sees the disconnect and stops generating
 
-    async def relay(self, opener: Opener) -> None:
-        self._task = asyncio.ensure_future(self._pump(opener))
+    async def relay(self, opener: Opener, usage: Optional[RequestUsage] = None) -> None:
+        """``usage``: an inference request's token count, read from the answer as it passes
+        (the proxy's usage event taken out where the caller did not ask for it)."""
+        self._task = asyncio.ensure_future(self._pump(opener, usage))
         try:
             await self._task
         except (asyncio.CancelledError, StreamClosedError):
@@ -84,34 +87,52 @@ class _RelayHandler(OsireHandler):
         finally:
             self._task = None
 
-    async def _pump(self, opener: Opener) -> None:
+    async def _pump(self, opener: Opener, usage: Optional[RequestUsage]) -> None:
         async with opener() as upstream:
-            self.set_status(upstream.status)
-            for name, value in upstream.headers.items():
-                self.set_header(name, value)
-            self.add_header("Content-Security-Policy", ENGINE_CSP)
-            self.set_header("X-Content-Type-Options", "nosniff")
-            content_type = upstream.content_type or "application/octet-stream"
-            if not upstream.streaming:
-                body = await upstream.read()
-                if body:
-                    self.write(body)
-                self.finish(set_content_type=content_type)
-                return
-            # Nagle off while streaming (tornado turns it back on after the response): a token
-            # must not wait for the ACK of the one before.
-            self._connection().stream.set_nodelay(True)
             try:
-                async for chunk in upstream.chunks():
-                    self.write(chunk)
-                    await self.flush()
-            except UpstreamError as exc:
-                if not upstream.event_stream:
-                    raise
-                self.log.warning("osire: stream from %s ended early: %s",
-                                 upstream.endpoint.url, exc.message)
-                self.write(_sse_error(exc))
+                await self._answer(upstream, usage)
+            finally:
+                if usage is not None:
+                    usage.close(upstream.status)
+
+    async def _answer(self, upstream: UpstreamResponse, usage: Optional[RequestUsage]) -> None:
+        self.set_status(upstream.status)
+        for name, value in upstream.headers.items():
+            self.set_header(name, value)
+        self.add_header("Content-Security-Policy", ENGINE_CSP)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        content_type = upstream.content_type or "application/octet-stream"
+        if not upstream.streaming:
+            body = await upstream.read()
+            if usage is not None:
+                usage.answer(body)
+            if body:
+                self.write(body)
             self.finish(set_content_type=content_type)
+            return
+        if not upstream.event_stream:
+            usage = None    # only event streams carry a usage event
+        # Nagle off while streaming (tornado turns it back on after the response): a token
+        # must not wait for the ACK of the one before.
+        self._connection().stream.set_nodelay(True)
+        try:
+            async for chunk in upstream.chunks():
+                if usage is not None:
+                    chunk = usage.feed(chunk)
+                    if not chunk:
+                        continue
+                self.write(chunk)
+                await self.flush()
+        except UpstreamError as exc:
+            if not upstream.event_stream:
+                raise
+            self.log.warning("osire: stream from %s ended early: %s",
+                             upstream.endpoint.url, exc.message)
+            self.write((usage.finish() if usage is not None else b"") + _sse_error(exc))
+        else:
+            if usage is not None:   # the end of a last event without its blank line
+                self.write(usage.finish())
+        self.finish(set_content_type=content_type)
 
 
 class OpenAIHandler(_RelayHandler):
@@ -136,8 +157,12 @@ class OpenAIHandler(_RelayHandler):
                                field="model")
         if self.osire.policies is not None:   # launch on demand, if the site allows it
             await self.osire.on_demand.before_request(model)
+        asked, usage = plan_usage(self.osire.usage.tally, model, upstream_path, payload)
+        if asked is not None:   # a stream: the engine is asked for its usage event too
+            payload, body = asked, json.dumps(asked).encode()
         await self.relay(lambda: self.osire.proxy.for_model(
-            model, payload, body, self.request.method, upstream_path, self.request.headers))
+            model, payload, body, self.request.method, upstream_path, self.request.headers),
+            usage)
 
     @web.authenticated
     def get(self, path: str) -> None:
