@@ -12,9 +12,11 @@ import {
   IBatchList,
   ICatalog,
   IDeployment,
+  IEstimate,
   IHealth,
   ILaunchRequest,
-  ILogs
+  ILogs,
+  IUsage
 } from './types';
 
 export * from './types';
@@ -56,6 +58,19 @@ export class OsireApi {
       method: 'POST',
       body: JSON.stringify(request)
     });
+  }
+
+  /** What a launch with this body would get (start, cost, limits); submits nothing. */
+  estimate(request: ILaunchRequest): Promise<IEstimate> {
+    return this._request<IEstimate>('api/deployments/estimate', {
+      method: 'POST',
+      body: JSON.stringify(request)
+    });
+  }
+
+  /** Tokens, GPU hours and billing per model and UTC day from `since` (`YYYY-MM-DD`) on. */
+  usage(since: string): Promise<IUsage> {
+    return this._request<IUsage>(`api/usage?since=${encodeURIComponent(since)}`);
   }
 
   stop(id: string): Promise<IDeployment> {

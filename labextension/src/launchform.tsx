@@ -7,6 +7,7 @@ import { Notification } from '@jupyterlab/apputils';
 import * as React from 'react';
 
 import { ApiError, ICatalogModel, Resources } from './api';
+import { EstimateLine, useEstimate } from './estimateview';
 import { OsireModel } from './model';
 import { refusedForSize, sizeLine } from './sizes';
 import {
@@ -35,9 +36,18 @@ export function LaunchForm(props: {
 
   const localErrors = validateForm(values);
   const serverField = serverError ? fieldOfParam(serverError.param) : null;
+  // While the resources are open, the estimate follows the fields (none while one is invalid).
+  const estimate = useEstimate(
+    model.api,
+    buildLaunchRequest(entry.name, values, defaults).request,
+    open
+  );
+  const estimateField =
+    estimate.error && estimate.current ? fieldOfParam(estimate.error.param) : null;
   const fieldError = (key: FieldKey): string | null =>
     (touched[key] && localErrors[key]) ||
-    (serverField === key && serverError ? serverError.message : null);
+    (serverField === key && serverError ? serverError.message : null) ||
+    (estimateField === key && estimate.error ? estimate.error.message : null);
   const generalError = serverError && !serverField ? serverError.message : null;
 
   const launch = async (force = false): Promise<void> => {
@@ -145,6 +155,7 @@ export function LaunchForm(props: {
           })}
         </div>
       </details>
+      {open && <EstimateLine state={estimate} fieldError={estimateField !== null} />}
       {generalError && (
         <div className="jp-OsireSidebar-error" role="alert">
           {generalError}

@@ -187,8 +187,14 @@ export class MetricsHistory {
     tokensPerSecond: []
   };
 
+  /** When the first scrape was added (ms; null: none yet). */
+  startedAt: number | null = null;
+
   /** Add one scrape taken at `t` (ms). */
   add(t: number, snapshot: IEngineSnapshot): void {
+    if (this.startedAt === null) {
+      this.startedAt = t;
+    }
     const push = (name: SeriesName, v: number | null): void => {
       if (v !== null && Number.isFinite(v)) {
         this.series[name].push({ t, v });
@@ -219,12 +225,46 @@ export class MetricsHistory {
     }
   }
 
+  /** The time span the charts draw at `now` (see `chartSpan`). */
+  span(now: number): { t0: number; t1: number; full: boolean } {
+    return chartSpan(Object.values(this.series), now, this.windowMs, this.startedAt);
+  }
+
   /** True when some figure has at least one point. */
   get hasData(): boolean {
     return Object.values(this.series).some(points => points.length > 0);
   }
 
   private _lastTokens: IPoint | null = null;
+}
+
+/**
+ * The time span charts draw, the same for every series of one history: the last `windowMs`
+ * before `now` once the history is that old (`full`); before that, the samples' own span (the
+ * first sample of any series to the last), so the line uses the chart's whole width from the
+ * first minute instead of a thin strip at its right edge.
+ */
+export function chartSpan(
+  series: IPoint[][],
+  now: number,
+  windowMs: number,
+  startedAt: number | null
+): { t0: number; t1: number; full: boolean } {
+  if (startedAt !== null && now - startedAt >= windowMs) {
+    return { t0: now - windowMs, t1: now, full: true };
+  }
+  let first = Infinity;
+  let last = -Infinity;
+  for (const points of series) {
+    if (points.length) {
+      first = Math.min(first, points[0].t);
+      last = Math.max(last, points[points.length - 1].t);
+    }
+  }
+  if (!Number.isFinite(first)) {
+    return { t0: now - windowMs, t1: now, full: false };
+  }
+  return { t0: first, t1: Math.max(last, first), full: false };
 }
 
 /**
@@ -246,6 +286,12 @@ export function sparklinePath(
   const top = Math.max(max ?? 0, ...points.map(p => p.v), 1e-9);
   const span = Math.max(t1 - t0, 1);
   const fmt = (n: number): string => String(Math.round(n * 10) / 10);
+  if (points.length === 1 || t1 <= t0) {
+    // One moment only: a level line across the box (the value, not a dot at one edge).
+    const last = points[points.length - 1];
+    const y = fmt(height - (Math.max(0, last.v) / top) * height);
+    return `M0 ${y} L${fmt(width)} ${y}`;
+  }
   return points
     .map((p, i) => {
       const x = Math.min(width, Math.max(0, ((p.t - t0) / span) * width));

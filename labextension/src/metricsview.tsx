@@ -32,13 +32,16 @@ export function MetricsView(props: {
     return null;
   }
   const now = Date.now();
-  const t0 = now - history.windowMs;
+  // Until the window is full, the charts span the samples themselves (full width at once).
+  const { t0, t1, full } = history.span(now);
   const minutes = Math.round(history.windowMs / 60000);
+  const period = full ? `the last ${minutes} minutes` : `the last ${spanWords(now - t0)}`;
   return (
     <div
       className="jp-OsireMetrics"
       role="group"
-      aria-label={`Live figures of ${props.model}, last ${minutes} minutes`}
+      aria-label={`Live figures of ${props.model}, ${period}`}
+      data-span={full ? 'window' : 'samples'}
     >
       {SERIES.filter(s => history.series[s.name].length > 0).map(s => (
         <Sparkline
@@ -47,9 +50,9 @@ export function MetricsView(props: {
           label={s.label}
           points={history.series[s.name]}
           t0={t0}
-          t1={now}
+          t1={t1}
           max={s.max}
-          minutes={minutes}
+          period={period}
         />
       ))}
     </div>
@@ -63,13 +66,13 @@ function Sparkline(props: {
   t0: number;
   t1: number;
   max?: number;
-  minutes: number;
+  period: string;
 }): JSX.Element {
   const { points, name } = props;
   const last = points[points.length - 1].v;
   const peak = Math.max(...points.map(p => p.v));
   const d = sparklinePath(points, WIDTH, HEIGHT, props.t0, props.t1, props.max);
-  const description = `${props.label}: now ${formatFigure(name, last)}, peak ${formatFigure(name, peak)} in the last ${props.minutes} minutes`;
+  const description = `${props.label}: now ${formatFigure(name, last)}, peak ${formatFigure(name, peak)} in ${props.period}`;
   return (
     <div
       className="jp-OsireMetrics-item"
@@ -94,4 +97,10 @@ function Sparkline(props: {
       <span className="jp-OsireMetrics-value">{formatFigure(name, last)}</span>
     </div>
   );
+}
+
+/** "40 s", "3 min". */
+function spanWords(ms: number): string {
+  const seconds = Math.max(1, Math.round(ms / 1000));
+  return seconds < 90 ? `${seconds} s` : `${Math.round(seconds / 60)} min`;
 }

@@ -17,6 +17,7 @@ import { LaunchForm } from './launchform';
 import { MetricsView } from './metricsview';
 import { OsireModel } from './model';
 import { STATE_LABELS, describeDeployment, describeReplica } from './states';
+import { IdleCost, UsageSection } from './usage';
 
 export class OsireSidebar extends ReactWidget {
   constructor(
@@ -146,6 +147,8 @@ function SidebarView(props: { model: OsireModel; commands: CommandRegistry }): J
         <FinishedSection deployments={ended} model={model} commands={props.commands} />
       )}
 
+      <UsageSection model={model} />
+
       <footer className="jp-OsireSidebar-footer">
         {model.health ? (
           <span title={model.health.scheduler.reason ?? ''}>
@@ -251,6 +254,7 @@ function DeploymentItem(props: {
           ))}
         </ul>
       )}
+      <IdleCost deployment={d} />
       {d.state === 'ready' && (
         <UseSignal signal={model.metricsChanged}>
           {() => <MetricsView history={model.metrics.get(d.id)} model={d.model} />}

@@ -85,6 +85,8 @@ export interface IDeployment {
   failures?: number;
   stop_reason?: string | null;
   note?: string | null;
+  /** End of the last inference request (epoch seconds; the policy view has it too). */
+  last_used?: number | null;
 }
 
 export interface IPolicy {
@@ -196,3 +198,48 @@ export const LIVE_BATCH_STATES: ReadonlySet<BatchStatus> = new Set([
   'in_progress',
   'cancelling'
 ]);
+
+/** `POST /osire/api/deployments/estimate`: what a launch would get, nothing submitted. */
+export interface IEstimate {
+  model?: string;
+  replicas?: number;
+  resources?: Resources;
+  /** The model's size against the GPUs (null: not known). */
+  fits: boolean | null;
+  fit_reason?: string | null;
+  within_limits: boolean;
+  limits_reason?: string | null;
+  /** ISO time from `sbatch --test-only`, or null with `start_reason`. */
+  start: string | null;
+  start_reason?: string | null;
+  nodes?: string | null;
+  partition?: string | null;
+  hours?: number;
+  gpu_hours: number;
+  billing?: {
+    units: number;
+    unit_hours: number;
+    price?: number;
+    currency?: string;
+  } | null;
+  summary?: string;
+  /** Why a client should ask before launching (null: go ahead). */
+  confirm?: string | null;
+}
+
+/** One row of `GET /osire/api/usage`: a model's use on one UTC day. */
+export interface IUsageRow {
+  model: string;
+  day: string;
+  requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  gpu_hours: number;
+  billing: number | null;
+}
+
+export interface IUsage {
+  since: string;
+  usage: IUsageRow[];
+  totals: Partial<Omit<IUsageRow, 'model' | 'day'>>;
+}

@@ -105,3 +105,31 @@ test('figures as written', () => {
   assert.equal(m.formatFigure('tokensPerSecond', 3.21), '3.2 tok/s');
   assert.equal(m.formatFigure('running', 2), '2');
 });
+
+test('charts use their full width from the first sample, the window once it is full', () => {
+  const h = new m.MetricsHistory(300000); // 5 minutes
+  const snap = running => ({ running, waiting: null, kvCache: null, generationTokens: null });
+  h.add(1000, snap(1));
+  // One sample: a level line across the whole box, not a dot at its right edge.
+  let span = h.span(1500);
+  assert.deepEqual(span, { t0: 1000, t1: 1000, full: false });
+  assert.equal(m.sparklinePath(h.series.running, 100, 20, span.t0, span.t1, 2), 'M0 10 L100 10');
+  h.add(11000, snap(2));
+  h.add(21000, snap(0));
+  span = h.span(22000);
+  assert.deepEqual(span, { t0: 1000, t1: 21000, full: false });
+  assert.equal(m.sparklinePath(h.series.running, 100, 20, span.t0, span.t1), 'M0 10 L50 0 L100 20');
+  // Five minutes after the first sample the window is full: the last 5 minutes before now.
+  h.add(301000, snap(1));
+  span = h.span(302000);
+  assert.deepEqual(span, { t0: 2000, t1: 302000, full: true });
+  // Before that the old behaviour drew 20 s of samples in the right 7% of the box.
+  const old = m.sparklinePath([{ t: 1000, v: 1 }, { t: 21000, v: 1 }], 100, 20, 22000 - 300000, 22000);
+  assert.equal(old, 'M93 0 L99.7 0');
+});
+
+test('chart span over several series: from the earliest to the latest sample', () => {
+  const span = m.chartSpan([[{ t: 5, v: 1 }, { t: 9, v: 1 }], [], [{ t: 3, v: 0 }]], 10, 1000, 3);
+  assert.deepEqual(span, { t0: 3, t1: 9, full: false });
+  assert.deepEqual(m.chartSpan([[], []], 10, 1000, null), { t0: -990, t1: 10, full: false });
+});

@@ -19,7 +19,7 @@ import pytest
 LABEXT = Path(__file__).resolve().parents[2] / "labextension"
 TSC = LABEXT / "node_modules" / ".bin" / "tsc"
 PURE = ["types", "metrics", "states", "validate", "chat", "logsearch", "snippet", "batches",
-        "health", "cadence", "settings", "sizes"]
+        "health", "cadence", "settings", "sizes", "estimate", "usagecalc", "idle"]
 
 
 def test_typescript_units(tmp_path: Path) -> None:
