@@ -27,6 +27,10 @@ _FLAG = re.compile(r"--?[A-Za-z0-9][A-Za-z0-9_-]{0,63}", re.ASCII)
 #: and SGLang's spelling; llama.cpp's llama-server: -m, --alias, --host, --port).
 ARG_FLAGS = {"model_flag": "--model", "name_flag": "--served-model-name", "host_flag": "--host",
              "port_flag": "--port"}
+#: How the ranks of a replica across nodes join (``distributed``): ``mp``, vLLM's own multi-node
+#: launch (a headless ``vllm serve`` per other node); ``ray``, a Ray cluster the job starts
+#: (head on rank 0's node, a Ray node per other node) on which vLLM places its workers.
+DISTRIBUTED = ("mp", "ray")
 #: How vLLM takes its key and its certificate (uvicorn's flags), and where a batch's engine
 #: listens on a Unix socket instead of a port (``--uds``).
 VLLM_DEFAULTS = {"key_env": "VLLM_API_KEY", "tls_cert_flag": "--ssl-certfile",
@@ -54,6 +58,7 @@ class Engine:
     host_flag: str = "--host"
     port_flag: str = "--port"
     worker_command: str = ""           # ranks 1.. of a multi-node replica ("": command)
+    distributed: str = "mp"            # how a multi-node replica's ranks join: see DISTRIBUTED
 
     @property
     def multi_node(self) -> bool:
@@ -191,7 +196,7 @@ def _parse_engine(name: str, spec: Any) -> Engine:
         raise ValueError("must be a mapping with at least 'command'")
     _no_unknown(spec, {"command", "kind", "setup", "env", "template", "guard", "key_env",
                        "key_file_flag", "tls_cert_flag", "tls_key_flag", "uds_flag", "insecure",
-                       "readiness", "worker_command", *ARG_FLAGS})
+                       "readiness", "worker_command", "distributed", *ARG_FLAGS})
     command = spec.get("command")
     if not isinstance(command, str) or not command.strip() or "\n" in command:
         raise ValueError("'command' must be one line of shell words")
@@ -212,8 +217,12 @@ def _parse_engine(name: str, spec: Any) -> Engine:
     worker = spec.get("worker_command", "")
     if not isinstance(worker, str) or "\n" in worker:
         raise ValueError("'worker_command' must be one line of shell words")
+    distributed = spec.get("distributed", "mp")
+    if distributed not in DISTRIBUTED:
+        raise ValueError(f"'distributed' must be one of {', '.join(DISTRIBUTED)}, "
+                         f"got {distributed!r}")
     engine = Engine(name=name, command=command.strip(), kind=kind, setup=_text(spec, "setup"),
-                    worker_command=worker.strip(),
+                    worker_command=worker.strip(), distributed=distributed,
                     env=_env(spec.get("env")), template=str(spec.get("template", "engine.sh.j2")),
                     guard=bool(spec.get("guard", kind == "vllm")),
                     insecure=spec.get("insecure", False) is True, readiness=readiness,

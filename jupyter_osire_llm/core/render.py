@@ -40,7 +40,7 @@ def engine_argv(entry: ModelEntry, resources: Resources, bind_host: str) -> list
         args["tensor-parallel-size"] = resources.gpus
     if engine.kind == "vllm" and resources.nodes > 1:   # tensor parallel in a node, pipeline across
         args["pipeline-parallel-size"] = resources.nodes
-        args["distributed-executor-backend"] = "mp"
+        args["distributed-executor-backend"] = engine.distributed
     args.update(entry.engine_args)
     argv = [engine.model_flag, entry.model] if engine.model_flag else [entry.model]
     if engine.guard:
@@ -90,7 +90,9 @@ class ScriptRenderer:
             key_env=entry.engine.key_env, key_file_flag=entry.engine.key_file_flag,
             tls_cert_flag=entry.engine.tls_cert_flag, tls_key_flag=entry.engine.tls_key_flag,
             port_flag=entry.engine.port_flag, nodes=resources.nodes,
-            worker_command=entry.engine.worker_command or entry.engine.command)
+            worker_command=entry.engine.worker_command or entry.engine.command,
+            distributed=entry.engine.distributed,
+            engine_program=shlex.split(entry.engine.command)[0])
 
     def render_batch(self, entry: ModelEntry, resources: Resources, batch_id: str,
                      job_dir: Path, concurrency: int, retry_delay: float = 1.0) -> str:

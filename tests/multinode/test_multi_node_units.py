@@ -126,3 +126,37 @@ def test_an_engine_that_cannot_span_nodes_and_a_multi_node_batch_are_refused(tmp
     refused = asyncio.run(batch())
     assert refused.field == "resources.nodes" and "a batch runs on one node" in refused.message
     assert context.batches.all() == []
+
+
+def test_the_ray_launch_starts_a_ray_cluster_and_the_engine_on_rank_0_only():
+    ray = {**CATALOG, "engines": {"vllm": {"command": "/opt/vllm/bin/python -m vllm.entrypoints"
+                                           ".openai.api_server", "distributed": "ray"}}}
+    entry = parse_catalog(ray).models["big"]
+    assert entry.engine.distributed == "ray"
+    argv = engine_argv(entry, parse_resources(None, base=entry.resources), "0.0.0.0")
+    assert argv[argv.index("--distributed-executor-backend") + 1] == "ray"
+    script = ScriptRenderer().render(entry, parse_resources(None, base=entry.resources),
+                                     ScriptContext("d1", 0, Path("/jobs/d1/r0")))
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    assert "local program=/opt/vllm/bin/python " in script
+    assert '"$RAY_PY" -m ray.scripts.scripts start --head --node-ip-address "$MASTER_ADDR" ' \
+           '--port "$MASTER_PORT"' in script
+    assert '"$RAY_PY" -m ray.scripts.scripts start --address ' \
+           '"$OSIRE_MASTER_ADDR:$OSIRE_MASTER_PORT"' in script
+    assert "--include-dashboard=false" in script and "RAY_AUTH_MODE=token" in script
+    assert "srun --nodes=1 --ntasks=1 --ntasks-per-node=1 --relative=1" in script
+    # the engine runs on rank 0 alone; Ray places the workers: no multi-node flags, no headless
+    assert "--nnodes" not in script and "--headless" not in script and "--master-addr" not in script
+    assert "DIST_ARGS=()" in script
+    # Ray is up on every node before the key is read, and the key stays off the Ray workers
+    assert script.index("ray.init(address=address") < script.index("VLLM_API_KEY=$(cat")
+    assert '["VLLM_API_KEY"]' in script and "ray_non_carry_over_env_vars.json" in script
+    # the default (mp) launch has no Ray in it
+    assert "ray" not in _script("big").lower().replace("array", "")
+
+
+@pytest.mark.parametrize("value", ["Ray", "slurm", 1, None])
+def test_a_bad_distributed_value_is_a_catalog_problem(value):
+    bad = {**CATALOG, "engines": {"vllm": {"command": "vllm serve", "distributed": value}}}
+    problems = parse_catalog(bad).problems
+    assert any("distributed" in p for p in problems), problems
